@@ -1,0 +1,1 @@
+"""ecomdream: personalised image models as a service."""
