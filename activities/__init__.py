@@ -1,0 +1,81 @@
+"""Activities, grouped in classes by the dependencies they need; `build_activities` wires them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from activities.images import ImageActivities, PhotoRules
+from activities.payments import PaymentActivities
+from activities.records import RecordActivities
+from activities.replicate import ReplicateActivities, TrainingSetup
+from ecomdream.clients.replicate import create_replicate_client
+from ecomdream.clients.storage import Storage
+from ecomdream.clients.stripe import create_stripe_client
+from ecomdream.config import Settings
+from ecomdream.db.session import create_engine, create_sessionmaker
+
+
+@dataclass
+class ActivitySet:
+    """Activities for the main task queue and for the rate-limited Replicate queue."""
+
+    main: list[Callable[..., Any]]
+    replicate: list[Callable[..., Any]]
+
+
+async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
+    """The S3 bucket from settings, closed with stack."""
+    return await Storage.open(
+        stack,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id.get_secret_value(),
+        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        bucket=settings.s3_bucket,
+        public_base_url=settings.s3_public_base_url,
+    )
+
+
+async def build_activities(settings: Settings, stack: AsyncExitStack) -> ActivitySet:
+    """Every activity bound to its clients; the clients close with stack."""
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)
+    stack.push_async_callback(engine.dispose)
+    sessionmaker = create_sessionmaker(engine)
+    storage = await open_storage(settings, stack)
+    cpus = os.cpu_count() or 2
+    executor = stack.enter_context(ThreadPoolExecutor(max_workers=cpus, thread_name_prefix="pillow"))
+    rules = PhotoRules(
+        min_side=settings.photo_min_side,
+        max_pixels=int(settings.photo_max_megapixels * 1_000_000),
+        max_side=settings.photo_max_side,
+    )
+    images = ImageActivities(storage, executor, rules, concurrency=cpus * 2)
+    payments = PaymentActivities(sessionmaker, create_stripe_client(settings))
+    records = RecordActivities(sessionmaker)
+    setup = TrainingSetup(
+        owner=settings.replicate_owner,
+        trainer=settings.replicate_trainer,
+        trainer_version=settings.replicate_trainer_version,
+        hardware=settings.replicate_hardware,
+        steps=settings.training_steps,
+        webhook_base=f"{settings.public_api_url.rstrip('/')}/api/v1/replicate/webhook",
+    )
+    replicate = ReplicateActivities(create_replicate_client(settings), storage, sessionmaker, setup)
+    return ActivitySet(
+        main=[
+            payments.set_payment_status,
+            payments.refund_payment,
+            payments.record_quota,
+            records.create_version,
+            records.record_version_outcome,
+            images.check_photos,
+            images.build_training_zip,
+            images.delete_objects,
+        ],
+        replicate=[replicate.create_training, replicate.poll_training, replicate.cancel_training],
+    )

@@ -1,0 +1,58 @@
+"""Payment activities: the ledger in Postgres and refunds at Stripe. Each is one transaction, safe to repeat."""
+
+from __future__ import annotations
+
+import stripe
+from temporalio import activity
+
+from ecomdream.contracts.payment import PaymentUpdate, QuotaUpdate, RefundRequest, RefundResult
+from ecomdream.db.session import SessionMaker, transaction
+from ecomdream.models import PaymentStatus
+from ecomdream.repositories.payments import PaymentRepository
+from ecomdream.repositories.versions import VersionRepository
+
+
+class PaymentActivities:
+    """Activities that need the database and Stripe."""
+
+    def __init__(self, sessionmaker: SessionMaker, stripe_client: stripe.StripeClient) -> None:
+        self.sessionmaker = sessionmaker
+        self.stripe = stripe_client
+
+    @activity.defn
+    async def set_payment_status(self, update: PaymentUpdate) -> None:
+        """Record a payment's new status (idempotent: timestamps are set once)."""
+        async with transaction(self.sessionmaker) as session:
+            await PaymentRepository(session).set_status(
+                update.payment_id, PaymentStatus(update.status), update.at
+            )
+
+    @activity.defn
+    async def refund_payment(self, request: RefundRequest) -> RefundResult:
+        """Refund a payment in full at Stripe; the idempotency key makes a retry return the same refund."""
+        async with transaction(self.sessionmaker) as session:
+            payment = await PaymentRepository(session).get(request.payment_id)
+            if payment is None:
+                raise ValueError(f"unknown payment {request.payment_id}")
+            intent, already = payment.payment_intent_id, payment.refund_id
+        if already or intent is None:
+            # Nothing was charged (100 % promo) or the refund was already recorded.
+            refund_id, amount = already, 0
+        else:
+            refund = await self.stripe.v1.refunds.create_async(
+                params={"payment_intent": intent, "metadata": {"payment_id": str(request.payment_id)}},
+                options={"idempotency_key": f"refund-{request.payment_id}"},
+            )
+            refund_id, amount = refund.id, refund.amount
+        async with transaction(self.sessionmaker) as session:
+            await PaymentRepository(session).set_refund(
+                request.payment_id, refund_id, activity.info().started_time
+            )
+        activity.logger.info("payment refunded (%s): %s", request.reason, refund_id)
+        return RefundResult(refund_id=refund_id, amount=amount)
+
+    @activity.defn
+    async def record_quota(self, update: QuotaUpdate) -> None:
+        """Store the model's quota in the read model."""
+        async with transaction(self.sessionmaker) as session:
+            await VersionRepository(session).set_quota(update.version_id, update.images_quota)

@@ -1,0 +1,154 @@
+"""Replicate activities: create, watch and cancel trainings. They run on the rate-limited Replicate queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from replicate.client import Client
+from replicate.exceptions import ReplicateError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from ecomdream.clients.replicate import is_transient, model_version_of, progress_from_logs
+from ecomdream.clients.storage import Storage
+from ecomdream.contracts.training import TrainingCreate, TrainingPoll, TrainingStatus
+from ecomdream.db.session import SessionMaker, transaction
+from ecomdream.repositories.versions import VersionRepository
+
+ZIP_URL_LIFETIME = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Where trained models go and how they are trained."""
+
+    owner: str
+    trainer: str
+    trainer_version: str
+    hardware: str
+    steps: int
+    webhook_base: str
+
+
+def destination_name(version_id: object) -> str:
+    """The Replicate model that receives one customer's trained weights (no personal data in it)."""
+    return f"ecomdream-{version_id}"
+
+
+def _status(training: object) -> TrainingStatus:
+    return TrainingStatus(
+        training_id=str(getattr(training, "id", "")),
+        status=str(getattr(training, "status", "")),
+        model_version=model_version_of(getattr(training, "output", None)),
+        error=str(getattr(training, "error", "") or "") or None,
+        progress=progress_from_logs(getattr(training, "logs", None)),
+    )
+
+
+def _vendor_error(error: ReplicateError) -> ApplicationError | ReplicateError:
+    if is_transient(error):
+        return error
+    return ApplicationError(
+        f"Replicate refused the request: {error.detail or error}",
+        type="ReplicateRejected",
+        non_retryable=True,
+    )
+
+
+class ReplicateActivities:
+    """Activities that talk to Replicate (each call counts against the task queue's rate limit)."""
+
+    def __init__(
+        self, client: Client, storage: Storage, sessionmaker: SessionMaker, setup: TrainingSetup
+    ) -> None:
+        self.client = client
+        self.storage = storage
+        self.sessionmaker = sessionmaker
+        self.setup = setup
+
+    async def _stored_training(self, request: TrainingCreate) -> str | None:
+        async with transaction(self.sessionmaker) as session:
+            version = await VersionRepository(session).get(request.version_id)
+            if version is not None and version.training_id:
+                return version.training_id
+        # A previous attempt may have created the training and died before storing its id.
+        page = await self.client.trainings.async_list()
+        for training in page.results:
+            images = str((training.input or {}).get("input_images", ""))
+            if request.zip_key in images and training.status not in {"failed", "canceled"}:
+                return str(training.id)
+        return None
+
+    async def _ensure_destination(self, name: str) -> None:
+        try:
+            await self.client.models.async_get(f"{self.setup.owner}/{name}")
+        except ReplicateError as error:
+            if error.status != 404:
+                raise _vendor_error(error) from error
+            try:
+                await self.client.models.async_create(
+                    owner=self.setup.owner, name=name, visibility="private", hardware=self.setup.hardware
+                )
+            except ReplicateError as create_error:
+                if create_error.status != 409:  # created meanwhile by a previous attempt
+                    raise _vendor_error(create_error) from create_error
+
+    @activity.defn
+    async def create_training(self, request: TrainingCreate) -> TrainingStatus:
+        """Start the training (never two for one version: the stored id or Replicate's list is checked first)."""
+        existing = await self._stored_training(request)
+        if existing is None:
+            name = destination_name(request.version_id)
+            await self._ensure_destination(name)
+            zip_url = await self.storage.presigned_get(request.zip_key, int(ZIP_URL_LIFETIME.total_seconds()))
+            owner, model = self.setup.trainer.split("/", 1)
+            try:
+                training = await self.client.trainings.async_create(
+                    model=f"{owner}/{model}",
+                    version=self.setup.trainer_version,
+                    input={
+                        "input_images": zip_url,
+                        "trigger_word": request.trigger_token,
+                        "steps": self.setup.steps,
+                        "autocaption": True,
+                        "autocaption_prefix": f"a photo of {request.trigger_token} {request.class_name},",
+                    },
+                    destination=f"{self.setup.owner}/{name}",
+                    webhook=f"{self.setup.webhook_base}?journey={activity.info().workflow_id}",
+                    webhook_events_filter=["completed"],
+                )
+            except ReplicateError as error:
+                raise _vendor_error(error) from error
+            existing = str(training.id)
+        async with transaction(self.sessionmaker) as session:
+            await VersionRepository(session).set_training(request.version_id, existing, request.zip_key)
+        return TrainingStatus(training_id=existing, status="starting")
+
+    @activity.defn
+    async def poll_training(self, poll: TrainingPoll) -> TrainingStatus:
+        """Look once; record progress; not finished yet → a benign error, retried after the poll interval."""
+        try:
+            training = await self.client.trainings.async_get(poll.training_id)
+        except ReplicateError as error:
+            raise _vendor_error(error) from error
+        status = _status(training)
+        if status.progress is not None and not status.finished:
+            async with transaction(self.sessionmaker) as session:
+                await VersionRepository(session).set_progress(poll.version_id, status.progress)
+        if not status.finished:
+            raise ApplicationError(
+                f"training {status.status}",
+                type="TrainingNotFinished",
+                category=ApplicationErrorCategory.BENIGN,
+            )
+        return status
+
+    @activity.defn
+    async def cancel_training(self, training_id: str) -> None:
+        """Cancel a training at Replicate (a finished one is left as it is)."""
+        try:
+            await self.client.trainings.async_cancel(training_id)
+        except ReplicateError as error:
+            if error.status not in {404, 409, 422}:
+                raise _vendor_error(error) from error

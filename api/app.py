@@ -1,0 +1,75 @@
+"""The HTTP API: a thin door onto the journeys in Temporal and the read model in Postgres."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import health, payments, stripe_webhook
+from api.state import AppState
+from ecomdream.clients.storage import Storage
+from ecomdream.clients.stripe import create_stripe_client
+from ecomdream.clients.temporal import connect_temporal
+from ecomdream.config import Settings
+from ecomdream.db.session import create_engine, create_sessionmaker
+
+log = logging.getLogger("ecomdream.api")
+
+
+async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
+    """Open every long-lived client; they close when stack closes."""
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)
+    stack.push_async_callback(engine.dispose)
+    # Lazy: the API starts (and /ready says why) even while Temporal is still coming up.
+    temporal = await connect_temporal(
+        settings.temporal_address,
+        settings.temporal_namespace,
+        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
+        tls=settings.temporal_tls,
+        lazy=True,
+    )
+    storage = await Storage.open(
+        stack,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id.get_secret_value(),
+        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        bucket=settings.s3_bucket,
+        public_base_url=settings.s3_public_base_url,
+    )
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        temporal=temporal,
+        storage=storage,
+        stripe=create_stripe_client(settings),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; settings default to the environment."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.ecomdream = await build_state(settings, stack)
+            log.info("API ready (providers: %s)", settings.provider_mode)
+            yield
+
+    app = FastAPI(
+        title="ecomdream",
+        description="Pay, upload photos, train a personal image model, generate images.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(payments.router)
+    app.include_router(stripe_webhook.router)
+    return app

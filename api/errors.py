@@ -1,0 +1,84 @@
+"""One place that turns every failure into `{"code": <status>, "message": "<text>"}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+from ecomdream.errors import EcomdreamError
+
+log = logging.getLogger("ecomdream.api")
+
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable, please retry in a moment"
+
+
+def error_response(status: int, message: str, **extra: object) -> JSONResponse:
+    """The error body every endpoint uses."""
+    return JSONResponse({"code": status, "message": message, **extra}, status_code=status)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    messages = []
+    for err in exc.errors()[:5]:
+        if err.get("type") == "json_invalid":
+            messages.append("The request body is not valid JSON")
+            continue
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        messages.append(f"{_field(tuple(err.get('loc', ())))}: {msg}")
+    return "; ".join(messages) or "The request is invalid"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on app."""
+
+    @app.exception_handler(EcomdreamError)
+    async def domain_error(_: Request, exc: EcomdreamError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such endpoint"
+        return error_response(exc.status_code, message)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(OSError)
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %s", exc)
+        return error_response(503, UNAVAILABLE_MESSAGE)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return error_response(503, UNAVAILABLE_MESSAGE)
+        log.exception("database error", exc_info=exc)
+        return error_response(500, "Please try again later")
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(_: Request, exc: RPCError) -> JSONResponse:
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return error_response(503, UNAVAILABLE_MESSAGE)
+        log.exception("temporal error", exc_info=exc)
+        return error_response(500, "Please try again later")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "Please try again later")

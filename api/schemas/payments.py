@@ -1,0 +1,77 @@
+"""Payment request and response bodies (the original's paths and JSON shapes)."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class PlanPublic(BaseModel):
+    """A plan on sale."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    is_init: bool
+    price: int = Field(description="Price in minor units (cents)")
+    currency: str
+    plan_name: str
+    plan_description: str
+    feature_amount_images: int
+
+
+class PlansPublic(BaseModel):
+    """Plans on sale, fewest images first."""
+
+    code: int = 200
+    plans: list[PlanPublic]
+
+
+class PaymentCreate(BaseModel):
+    """Buy a plan: an initial plan (train a model) or an add-on pack for an existing model."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    plan_id: int = Field(gt=0, lt=2**31)
+    promocode_id: str | None = Field(
+        default=None, max_length=255, description="Promotion code id or the code"
+    )
+    version_id: uuid.UUID | None = Field(default=None, description="Required for add-on plans")
+
+    @field_validator("promocode_id", "version_id", mode="before")
+    @classmethod
+    def empty_is_absent(cls, value: object) -> object:
+        """An empty string means 'not given' (the original confused the two fields here)."""
+        return None if value == "" else value
+
+
+class PaymentCreated(BaseModel):
+    """Where to send the customer to pay."""
+
+    code: int = 201
+    payment_id: uuid.UUID
+    url: str
+    promocode_applied: bool
+    amount_total: int
+    currency: str
+
+
+class PaymentPublic(BaseModel):
+    """A payment's status."""
+
+    code: int = 200
+    payment_id: uuid.UUID
+    status: str
+    plan_id: int
+    amount_total: int
+    amount_paid: int | None
+    currency: str
+    version_id: uuid.UUID | None
+
+
+class WebhookAck(BaseModel):
+    """Stripe only needs a 2xx."""
+
+    received: bool = True
+    duplicate: bool = False

@@ -1,0 +1,25 @@
+"""What the API process holds for its lifetime, built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import stripe
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from ecomdream.clients.storage import Storage
+from ecomdream.config import Settings
+from ecomdream.db.session import SessionMaker
+
+
+@dataclass
+class AppState:
+    """Long-lived clients shared by every request."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: SessionMaker
+    temporal: Client
+    storage: Storage
+    stripe: stripe.StripeClient

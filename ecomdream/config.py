@@ -1,0 +1,99 @@
+"""Settings: one class, read from ECOMDREAM_* environment variables (and `.env`) by composition roots only."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SANDBOX_STRIPE_KEY = "sk_test_sandbox"
+SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_stripe_webhook_secret"
+SANDBOX_REPLICATE_TOKEN = "r8_sandbox"
+
+
+class ProviderMode(StrEnum):
+    """Whether Stripe and Replicate calls go to the shipped sandboxes or to the real providers."""
+
+    SANDBOX = "sandbox"
+    LIVE = "live"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see `.env.example` for the full list with defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="ECOMDREAM_", env_file=".env", extra="ignore")
+
+    env: str = "development"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL at which Stripe and Replicate reach our webhooks.",
+    )
+
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/ecomdream")
+    database_pool_size: int = 10
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "ecomdream"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+
+    s3_endpoint_url: str | None = "http://127.0.0.1:8333"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr = SecretStr("ecomdream")
+    s3_secret_access_key: SecretStr = SecretStr("ecomdream-secret")
+    s3_bucket: str = "ecomdream"
+    s3_public_base_url: str | None = None
+
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr = SecretStr(SANDBOX_STRIPE_WEBHOOK_SECRET)
+    stripe_api_base: str | None = None
+    stripe_currency: str = "usd"
+    checkout_expiry_minutes: int = Field(default=60, ge=30, le=24 * 60)
+    checkout_success_url: str = "http://127.0.0.1:8000/docs"
+    checkout_cancel_url: str = "http://127.0.0.1:8000/docs"
+
+    replicate_api_token: SecretStr | None = None
+    replicate_api_base: str | None = None
+    replicate_webhook_secret: SecretStr | None = Field(
+        default=None, description="Fetched from Replicate at start-up when not set."
+    )
+    replicate_owner: str = "ecomdream"
+    replicate_trainer: str = "ostris/flux-dev-lora-trainer"
+    replicate_trainer_version: str = "b6af14222e6bd9be257cbc1ea4afda3cd0503e1133083b9d1de0364d8568e6ef"
+    replicate_hardware: str = "gpu-t4"
+    replicate_requests_per_second: float = Field(default=5.0, gt=0)
+    training_steps: int = Field(default=1000, ge=3, le=6000)
+    training_poll_seconds: float = Field(default=30.0, gt=0)
+    training_deadline_minutes: float = Field(default=120.0, gt=0)
+
+    upload_max_file_mb: float = Field(default=25.0, gt=0)
+    upload_max_total_mb: float = Field(default=300.0, gt=0)
+    upload_min_files: int = 5
+    upload_max_files: int = 30
+    photo_min_side: int = 512
+    photo_max_megapixels: float = 50.0
+    photo_max_side: int = 1024
+
+    @cached_property
+    def provider_mode(self) -> ProviderMode:
+        """Live only when both real provider credentials are configured."""
+        if self.stripe_api_key and self.replicate_api_token:
+            return ProviderMode.LIVE
+        return ProviderMode.SANDBOX
+
+    def stripe_key(self) -> str:
+        """The Stripe secret key in use (the sandbox key when none is configured)."""
+        return self.stripe_api_key.get_secret_value() if self.stripe_api_key else SANDBOX_STRIPE_KEY
+
+    def replicate_token(self) -> str:
+        """The Replicate token in use (the sandbox token when none is configured)."""
+        return (
+            self.replicate_api_token.get_secret_value()
+            if self.replicate_api_token
+            else SANDBOX_REPLICATE_TOKEN
+        )

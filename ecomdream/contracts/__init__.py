@@ -1,0 +1,27 @@
+"""Durable contracts: the payloads stored in Temporal histories. Frozen; add fields only with defaults."""
+
+TASK_QUEUE = "ecomdream"
+
+
+def journey_id(payment_id: object) -> str:
+    """Workflow id of the journey bought with an initial payment."""
+    return f"journey-{payment_id}"
+
+
+def addon_id(payment_id: object) -> str:
+    """Workflow id of an add-on pack purchase."""
+    return f"addon-{payment_id}"
+
+
+def prompt_workflow_id(prompt_id: object) -> str:
+    """Workflow id of one prompt's generation."""
+    return f"prompt-{prompt_id}"
+
+
+# Every Replicate call runs on this queue, whose server-side rate limit keeps all workers under Replicate's.
+REPLICATE_TASK_QUEUE = "ecomdream-replicate"
+
+
+def staging_prefix(payment_id: object) -> str:
+    """Where a payment's uploaded photos are staged until training ends."""
+    return f"staging/{payment_id}/"

