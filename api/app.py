@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import health, payments, stripe_webhook
+from api.routes import health, payments, replicate_webhook, stripe_webhook, versions
 from api.state import AppState
+from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
 from ecomdream.clients.stripe import create_stripe_client
 from ecomdream.clients.temporal import connect_temporal
@@ -48,6 +49,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         temporal=temporal,
         storage=storage,
         stripe=create_stripe_client(settings),
+        replicate=create_replicate_client(settings),
     )
 
 
@@ -72,4 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(payments.router)
     app.include_router(stripe_webhook.router)
+    app.include_router(versions.router)
+    app.include_router(replicate_webhook.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import stripe
+from replicate.client import Client as ReplicateClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -23,3 +24,5 @@ class AppState:
     temporal: Client
     storage: Storage
     stripe: stripe.StripeClient
+    replicate: ReplicateClient
+    replicate_webhook_secret: str | None = None

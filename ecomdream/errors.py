@@ -62,3 +62,9 @@ class ServiceUnavailable(EcomdreamError):
     """A dependency (database, Temporal, storage, provider) does not answer right now."""
 
     status_code = 503
+
+
+class UpstreamFailed(EcomdreamError):
+    """A provider (Stripe, Replicate) failed in a way the customer cannot fix by retrying at once."""
+
+    status_code = 502

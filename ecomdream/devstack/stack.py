@@ -22,6 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 S3_ACCESS_KEY = "ecomdream"
 S3_SECRET_KEY = "ecomdream-secret"
 S3_BUCKET = "ecomdream"
+# Development pace: look at a training every few seconds rather than production's 30 s (env overrides these).
+DEV_DEFAULTS = {"ECOMDREAM_TRAINING_POLL_SECONDS": "5"}
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Stack:
     data_dir: Path
     ports: StackPorts = field(default_factory=StackPorts)
     run_app: bool = True
-    sandbox_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
     mode: ProviderMode = ProviderMode.SANDBOX
 
     def __post_init__(self) -> None:
@@ -117,7 +119,7 @@ class Stack:
         return env
 
     def _python(self, name: str, *args: str) -> ManagedProcess:
-        env = dict(os.environ) | self.sandbox_env
+        env = DEV_DEFAULTS | dict(os.environ) | self.extra_env
         return ManagedProcess(
             name,
             [sys.executable, *args],

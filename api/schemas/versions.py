@@ -1,0 +1,57 @@
+"""Training and model-status bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class TrainingStarted(BaseModel):
+    """The photos were accepted and training was submitted."""
+
+    code: int = 201
+    message: str = "Training started"
+    version_id: uuid.UUID
+
+
+class PhotoErrorPublic(BaseModel):
+    """Why one photo cannot be used."""
+
+    file: str
+    error: str
+
+
+class PhotosRejected(BaseModel):
+    """Every problem with the upload at once."""
+
+    code: int = 400
+    message: str
+    errors: list[PhotoErrorPublic]
+
+
+class VersionInfo(BaseModel):
+    """A ready model: its class and its image quota."""
+
+    id: uuid.UUID
+    class_name: str
+    trigger_token: str
+    created_at: datetime
+    ready_at: datetime | None
+    feature_amount_images: int
+    amount_images_generated: int
+    images_left: int
+
+
+class VersionPublic(BaseModel):
+    """Where a model is: validating, training (with progress), ready or failed."""
+
+    code: int = 200
+    status: Literal["validating", "training", "ready", "failed"]
+    is_ready: bool
+    progress: float | None
+    time_training: str
+    info: VersionInfo | None
+    error: str | None
