@@ -9,10 +9,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from activities.images import ImageActivities, PhotoRules
 from activities.payments import PaymentActivities
+from activities.prompts import PromptActivities
 from activities.records import RecordActivities
-from activities.replicate import ReplicateActivities, TrainingSetup
+from activities.replicate import PredictionActivities, ReplicateActivities, TrainingSetup
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
 from ecomdream.clients.stripe import create_stripe_client
@@ -65,7 +68,17 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
         steps=settings.training_steps,
         webhook_base=f"{settings.public_api_url.rstrip('/')}/api/v1/replicate/webhook",
     )
-    replicate = ReplicateActivities(create_replicate_client(settings), storage, sessionmaker, setup)
+    replicate_client = create_replicate_client(settings)
+    replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
+    predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
+    # Replicate serves outputs only to authenticated requests; the token is ours to send.
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        headers={"Authorization": f"Bearer {settings.replicate_token()}"},
+        follow_redirects=True,
+    )
+    stack.push_async_callback(http.aclose)
+    prompts = PromptActivities(sessionmaker, storage, http)
     return ActivitySet(
         main=[
             payments.set_payment_status,
@@ -76,6 +89,16 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             images.check_photos,
             images.build_training_zip,
             images.delete_objects,
+            prompts.record_prompt_started,
+            prompts.copy_images,
+            prompts.record_prompt_finished,
         ],
-        replicate=[replicate.create_training, replicate.poll_training, replicate.cancel_training],
+        replicate=[
+            replicate.create_training,
+            replicate.poll_training,
+            replicate.cancel_training,
+            predictions.create_prediction,
+            predictions.poll_prediction,
+            predictions.cancel_prediction,
+        ],
     )

@@ -10,10 +10,12 @@ from replicate.exceptions import ReplicateError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from ecomdream.clients.replicate import is_transient, model_version_of, progress_from_logs
+from ecomdream.clients.replicate import is_transient, prediction_status, training_status
 from ecomdream.clients.storage import Storage
+from ecomdream.contracts.prompt import PredictionCreate, PredictionPoll, PredictionStatus, PromptSpec
 from ecomdream.contracts.training import TrainingCreate, TrainingPoll, TrainingStatus
 from ecomdream.db.session import SessionMaker, transaction
+from ecomdream.repositories.prompts import PromptRepository
 from ecomdream.repositories.versions import VersionRepository
 
 ZIP_URL_LIFETIME = timedelta(hours=24)
@@ -34,16 +36,6 @@ class TrainingSetup:
 def destination_name(version_id: object) -> str:
     """The Replicate model that receives one customer's trained weights (no personal data in it)."""
     return f"ecomdream-{version_id}"
-
-
-def _status(training: object) -> TrainingStatus:
-    return TrainingStatus(
-        training_id=str(getattr(training, "id", "")),
-        status=str(getattr(training, "status", "")),
-        model_version=model_version_of(getattr(training, "output", None)),
-        error=str(getattr(training, "error", "") or "") or None,
-        progress=progress_from_logs(getattr(training, "logs", None)),
-    )
 
 
 def _vendor_error(error: ReplicateError) -> ApplicationError | ReplicateError:
@@ -115,7 +107,7 @@ class ReplicateActivities:
                         "autocaption_prefix": f"a photo of {request.trigger_token} {request.class_name},",
                     },
                     destination=f"{self.setup.owner}/{name}",
-                    webhook=f"{self.setup.webhook_base}?journey={activity.info().workflow_id}",
+                    webhook=f"{self.setup.webhook_base}?target={activity.info().workflow_id}",
                     webhook_events_filter=["completed"],
                 )
             except ReplicateError as error:
@@ -132,7 +124,7 @@ class ReplicateActivities:
             training = await self.client.trainings.async_get(poll.training_id)
         except ReplicateError as error:
             raise _vendor_error(error) from error
-        status = _status(training)
+        status = training_status(training)
         if status.progress is not None and not status.finished:
             async with transaction(self.sessionmaker) as session:
                 await VersionRepository(session).set_progress(poll.version_id, status.progress)
@@ -149,6 +141,92 @@ class ReplicateActivities:
         """Cancel a training at Replicate (a finished one is left as it is)."""
         try:
             await self.client.trainings.async_cancel(training_id)
+        except ReplicateError as error:
+            if error.status not in {404, 409, 422}:
+                raise _vendor_error(error) from error
+
+
+def prediction_input(spec: PromptSpec) -> dict[str, object]:
+    """Everything the customer chose, sent to the model (the original stored these but never sent them)."""
+    values: dict[str, object] = {
+        "prompt": spec.prompt,
+        "num_outputs": spec.num_outputs,
+        "aspect_ratio": "custom",
+        "width": spec.width,
+        "height": spec.height,
+        "seed": spec.seed,
+        "output_format": "png",
+        "negative_prompt": spec.negative_prompt,
+        "guidance_scale": spec.guidance_scale,
+        "num_inference_steps": spec.num_inference_steps,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class PredictionActivities:
+    """Activities that create and watch predictions on Replicate (on the rate-limited queue)."""
+
+    def __init__(self, client: Client, sessionmaker: SessionMaker, webhook_base: str) -> None:
+        self.client = client
+        self.sessionmaker = sessionmaker
+        self.webhook_base = webhook_base
+
+    async def _existing(self, request: PredictionCreate) -> str | None:
+        async with transaction(self.sessionmaker) as session:
+            prompt = await PromptRepository(session).get(request.prompt_id)
+            if prompt is not None and prompt.prediction_id:
+                return prompt.prediction_id
+        # A previous attempt may have created it and died before storing its id: the seed is unique per prompt.
+        page = await self.client.predictions.async_list()
+        wanted = prediction_input(request.spec)
+        for prediction in page.results:
+            given = prediction.input or {}
+            if str(prediction.version).endswith(request.model_version.split(":")[-1]) and all(
+                given.get(k) == wanted[k] for k in ("prompt", "seed", "num_outputs")
+            ):
+                return str(prediction.id)
+        return None
+
+    @activity.defn
+    async def create_prediction(self, request: PredictionCreate) -> PredictionStatus:
+        """Create the prediction (one per prompt: the stored id or Replicate's list is checked first)."""
+        existing = await self._existing(request)
+        if existing is None:
+            try:
+                prediction = await self.client.predictions.async_create(
+                    version=request.model_version.split(":")[-1],
+                    input=prediction_input(request.spec),
+                    webhook=f"{self.webhook_base}?target={activity.info().workflow_id}",
+                    webhook_events_filter=["completed"],
+                )
+            except ReplicateError as error:
+                raise _vendor_error(error) from error
+            existing = str(prediction.id)
+        async with transaction(self.sessionmaker) as session:
+            await PromptRepository(session).set_prediction(request.prompt_id, existing)
+        return PredictionStatus(prediction_id=existing, status="starting")
+
+    @activity.defn
+    async def poll_prediction(self, poll: PredictionPoll) -> PredictionStatus:
+        """Look once; not finished yet → a benign error, retried after the poll interval."""
+        try:
+            prediction = await self.client.predictions.async_get(poll.prediction_id)
+        except ReplicateError as error:
+            raise _vendor_error(error) from error
+        status = prediction_status(prediction)
+        if not status.finished:
+            raise ApplicationError(
+                f"prediction {status.status}",
+                type="PredictionNotFinished",
+                category=ApplicationErrorCategory.BENIGN,
+            )
+        return status
+
+    @activity.defn
+    async def cancel_prediction(self, prediction_id: str) -> None:
+        """Cancel a prediction at Replicate (a finished one is left as it is)."""
+        try:
+            await self.client.predictions.async_cancel(prediction_id)
         except ReplicateError as error:
             if error.status not in {404, 409, 422}:
                 raise _vendor_error(error) from error

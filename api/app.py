@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import health, payments, replicate_webhook, stripe_webhook, versions
+from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
 from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
@@ -75,5 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(payments.router)
     app.include_router(stripe_webhook.router)
     app.include_router(versions.router)
+    app.include_router(prompts.router)
     app.include_router(replicate_webhook.router)
     return app

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     training_poll_seconds: float = Field(default=30.0, gt=0)
     training_deadline_minutes: float = Field(default=120.0, gt=0)
 
+    prompt_wait_seconds: float = Field(
+        default=60.0, gt=0, description="How long a prompt request waits for images"
+    )
+    prompt_poll_seconds: float = Field(default=2.0, gt=0)
+    prompt_deadline_seconds: float = Field(default=600.0, gt=0)
+    journey_prompts_per_run: int = Field(
+        default=500, ge=1, description="Continue-as-new after this many prompts"
+    )
+
     upload_max_file_mb: float = Field(default=25.0, gt=0)
     upload_max_total_mb: float = Field(default=300.0, gt=0)
     upload_min_files: int = 5

@@ -2,7 +2,8 @@
 
 from workflows.addon import AddonWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.prompt import PromptWorkflow
 
-WORKFLOWS: list[type] = [JourneyWorkflow, AddonWorkflow]
+WORKFLOWS: list[type] = [JourneyWorkflow, AddonWorkflow, PromptWorkflow]
 
-__all__ = ["WORKFLOWS", "AddonWorkflow", "JourneyWorkflow"]
+__all__ = ["WORKFLOWS", "AddonWorkflow", "JourneyWorkflow", "PromptWorkflow"]

@@ -7,9 +7,11 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
+    from ecomdream.contracts import prompt_workflow_id
     from ecomdream.contracts.payment import (
         AddonGrant,
         JourneyInput,
@@ -19,10 +21,12 @@ with workflow.unsafe.imports_passed_through():
         PaymentUpdate,
         QuotaUpdate,
     )
+    from ecomdream.contracts.prompt import PromptInput, PromptOutcome, PromptRequest
     from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
     from ecomdream.contracts.training import TrainAccepted, TrainingEvent, TrainingStatus, TrainRequest
     from workflows import training
     from workflows.checkout import Checkout
+    from workflows.prompt import PromptWorkflow
 
 LEDGER_TIMEOUT = timedelta(seconds=30)
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -49,28 +53,33 @@ class JourneyWorkflow:
         self.checkout = Checkout(journey.pay_by, self.state.seen_events)
         if self.state.stage is not JourneyStage.AWAITING_PAYMENT:
             self.checkout.outcome = self.state.stage
+        self.journey = journey
         self.busy = False
+        self.prompting = False
+        self.served_this_run = 0
         self.request: TrainRequest | None = None
         self.training_result: TrainingStatus | None = None
 
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyState:
-        """Wait for payment, then for photos, then for the trained model."""
+        """Wait for payment, then for photos, then for the trained model; then serve prompts for months."""
         workflow.upsert_search_attributes(
             [PAYMENT_ID.value_set(str(journey.payment_id)), PLAN_NAME.value_set(journey.plan.plan_name)]
         )
+        if self.state.version_id is not None:
+            workflow.upsert_search_attributes([VERSION_ID.value_set(str(self.state.version_id))])
         self._set_stage(self.state.stage)
         if self.state.stage is JourneyStage.AWAITING_PAYMENT:
             outcome = await self.checkout.wait()
             await self._record_payment(outcome)
             self._set_stage(outcome)
         await workflow.wait_condition(
-            lambda: self.state.stage in ENDED or self.state.stage is JourneyStage.TRAINING
+            lambda: self.state.stage in (*ENDED, JourneyStage.TRAINING, JourneyStage.READY)
         )
         if self.state.stage is JourneyStage.TRAINING:
             await self._finish_training()
-        if self.state.stage not in ENDED:
-            await workflow.wait_condition(lambda: self.state.stage in ENDED)
+        if self.state.stage is JourneyStage.READY:
+            await self._serve_until_continue_as_new()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._snapshot()
 
@@ -86,7 +95,13 @@ class JourneyWorkflow:
                 self._set_stage(JourneyStage.PAID)
                 raise
             version_id = workflow.uuid4()
-            self.state = self.state.model_copy(update={"version_id": version_id})
+            self.state = self.state.model_copy(
+                update={
+                    "version_id": version_id,
+                    "class_name": request.class_name,
+                    "trigger_token": TRIGGER_TOKEN,
+                }
+            )
             workflow.upsert_search_attributes([VERSION_ID.value_set(str(version_id))])
             try:
                 submitted = await training.submit(
@@ -118,6 +133,63 @@ class JourneyWorkflow:
             raise ApplicationError("Your photos are already being processed, please wait", type="Busy")
         if self.state.stage is not JourneyStage.PAID:
             raise ApplicationError("You already have a model for this payment", type="AlreadyTraining")
+
+    @workflow.update
+    async def create_prompt(self, request: PromptRequest) -> PromptOutcome:
+        """Generate images in a child workflow; only images actually delivered are charged to the quota."""
+        self.prompting = True
+        try:
+            assert self.state.version_id is not None
+            assert self.state.model_version is not None
+            workflow.set_current_details(
+                f"{self._details(JourneyStage.READY)}; generating {request.spec.num_outputs}"
+            )
+            outcome = await workflow.execute_child_workflow(
+                PromptWorkflow.run,
+                PromptInput(
+                    prompt_id=request.prompt_id,
+                    version_id=self.state.version_id,
+                    model_version=self.state.model_version,
+                    spec=request.spec,
+                    poll_seconds=request.poll_seconds,
+                    deadline_seconds=request.deadline_seconds,
+                ),
+                id=prompt_workflow_id(request.prompt_id),
+                # The journey may continue-as-new; a running prompt must not be terminated with the old run.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"{request.spec.num_outputs} image(s) for version {self.state.version_id}",
+            )
+            self.served_this_run += 1
+            self.state = self.state.model_copy(
+                update={
+                    "images_generated": self.state.images_generated + outcome.images,
+                    "prompts_served": self.state.prompts_served + 1,
+                }
+            )
+            return outcome
+        finally:
+            self.prompting = False
+            workflow.set_current_details(self._details(self.state.stage))
+
+    @create_prompt.validator
+    def validate_prompt(self, request: PromptRequest) -> None:
+        """The per-version lock and the quota: one prompt at a time, never more images than are left."""
+        if self.state.stage is JourneyStage.FAILED:
+            raise ApplicationError(
+                "This model failed to train and cannot generate images", type="ModelFailed"
+            )
+        if self.state.stage is not JourneyStage.READY:
+            raise ApplicationError("Please wait for your model to be ready", type="NotReady")
+        if self.prompting:
+            raise ApplicationError("Another prompt for this model is still running, please wait", type="Busy")
+        left = self.state.images_quota - self.state.images_generated
+        if left <= 0:
+            raise ApplicationError(
+                "You ran out of images, you need to purchase extra package to continue working",
+                type="QuotaExhausted",
+            )
+        if left < request.spec.num_outputs:
+            raise ApplicationError(f"You can only generate {left} images", type="QuotaExceeded")
 
     @workflow.signal
     def training_event(self, event: TrainingEvent) -> None:
@@ -180,7 +252,23 @@ class JourneyWorkflow:
             await self._fail(status.error or f"Training {status.status}", with_zip=True, recorded=True)
             return
         await training.delete(*training.cleanup_prefixes(self.state.payment_id, self.state.version_id, False))
+        self.state = self.state.model_copy(update={"model_version": status.model_version})
         self._set_stage(JourneyStage.READY)
+
+    async def _serve_until_continue_as_new(self) -> None:
+        """Prompts arrive as updates; keep history short by continuing as a new run now and then."""
+        await workflow.wait_condition(
+            lambda: (
+                not self.prompting
+                and (
+                    self.served_this_run >= self.journey.prompts_per_run
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+            )
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        snapshot = self._snapshot().model_copy(update={"runs": self.state.runs + 1})
+        workflow.continue_as_new(self.journey.model_copy(update={"state": snapshot}))
 
     async def _fail(self, reason: str, *, with_zip: bool, recorded: bool = False) -> None:
         """The model cannot be trained: mark it failed, refund, delete the customer's photos."""

@@ -155,12 +155,13 @@ def workflow_input(
     terms: PlanTerms,
     pay_by: datetime,
     target: tuple[uuid.UUID, uuid.UUID] | None,
+    prompts_per_run: int,
 ) -> tuple[Any, Any, str]:
     """(run method, input, workflow id) for a payment."""
     if target is None:
         return (
             JourneyWorkflow.run,
-            JourneyInput(payment_id=payment_id, plan=terms, pay_by=pay_by),
+            JourneyInput(payment_id=payment_id, plan=terms, pay_by=pay_by, prompts_per_run=prompts_per_run),
             journey_id(payment_id),
         )
     addon = AddonInput(
@@ -181,7 +182,9 @@ async def _start_payment_workflow(
     pay_by: datetime,
     target: tuple[uuid.UUID, uuid.UUID] | None,
 ) -> None:
-    run, arg, workflow_id = workflow_input(payment_id, terms, pay_by, target)
+    run, arg, workflow_id = workflow_input(
+        payment_id, terms, pay_by, target, state.settings.journey_prompts_per_run
+    )
     await client.start_workflow(
         run,
         arg,

@@ -1,11 +1,10 @@
-"""The Replicate webhook: verify the Standard Webhooks signature, then signal the journey it belongs to."""
+"""The Replicate webhook: verify the Standard Webhooks signature, then signal the workflow it belongs to."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from replicate.exceptions import ReplicateException
@@ -14,15 +13,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import StateDep
 from api.schemas.payments import WebhookAck
-from ecomdream.clients.replicate import model_version_of, progress_from_logs, verify_webhook
-from ecomdream.contracts.training import TrainingEvent, TrainingStatus
+from ecomdream.clients.replicate import prediction_status, training_status, verify_webhook
+from ecomdream.contracts.prompt import PredictionEvent
+from ecomdream.contracts.training import TrainingEvent
 from ecomdream.errors import BadRequest, ServiceUnavailable
 from workflows.journey import JourneyWorkflow
+from workflows.prompt import PromptWorkflow
 
 log = logging.getLogger("ecomdream.api.replicate")
 router = APIRouter(prefix="/api/v1/replicate", tags=["webhooks"])
 
-JOURNEY_ID = re.compile(r"^journey-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+TARGET = re.compile(rf"^(journey|prompt)-{UUID}$")
 
 
 async def webhook_secret(state: StateDep) -> str:
@@ -39,22 +41,11 @@ async def webhook_secret(state: StateDep) -> str:
     return state.replicate_webhook_secret
 
 
-def training_status(body: dict[str, Any]) -> TrainingStatus:
-    """The parts of a Replicate training object the journey needs."""
-    return TrainingStatus(
-        training_id=str(body.get("id", "")),
-        status=str(body.get("status", "")),
-        model_version=model_version_of(body.get("output")),
-        error=str(body["error"]) if body.get("error") else None,
-        progress=progress_from_logs(body.get("logs")),
-    )
-
-
 @router.post("/webhook", response_model=WebhookAck, responses={400: {"description": "Bad signature"}})
 async def replicate_webhook(
-    request: Request, state: StateDep, journey: str = Query(default="", max_length=100)
+    request: Request, state: StateDep, target: str = Query(default="", max_length=100)
 ) -> WebhookAck:
-    """Receive a Replicate event; duplicates (same webhook-id) are ignored by the journey."""
+    """Receive a Replicate event; duplicates (same webhook-id) are ignored by the workflow."""
     raw = (await request.body()).decode("utf-8", errors="replace")
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
@@ -62,17 +53,22 @@ async def replicate_webhook(
     except WebhookValidationError as exc:
         log.warning("rejected Replicate webhook: %s", type(exc).__name__)
         raise BadRequest("Invalid Replicate signature") from exc
-    if not JOURNEY_ID.match(journey):
+    if not TARGET.match(target):
         raise BadRequest("Unknown webhook target")
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadRequest("The webhook body is not JSON") from exc
-    event = TrainingEvent(webhook_id=headers["webhook-id"], training=training_status(body))
+    handle = state.temporal.get_workflow_handle(target)
     try:
-        await state.temporal.get_workflow_handle(journey).signal(JourneyWorkflow.training_event, event)
+        if target.startswith("journey-"):
+            event = TrainingEvent(webhook_id=headers["webhook-id"], training=training_status(body))
+            await handle.signal(JourneyWorkflow.training_event, event)
+        else:
+            prediction = PredictionEvent(webhook_id=headers["webhook-id"], prediction=prediction_status(body))
+            await handle.signal(PromptWorkflow.prediction_event, prediction)
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
-        log.info("Replicate webhook for %s arrived after the journey ended", journey)
+        log.info("Replicate webhook for %s arrived after the workflow ended", target)
     return WebhookAck()

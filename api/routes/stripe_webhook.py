@@ -106,7 +106,9 @@ async def _deliver(
 ) -> None:
     """Signal the workflow; start it again only for money arriving on a journey that gave up waiting."""
     assert payment.expires_at is not None
-    run, arg, workflow_id = workflow_input(payment.id, terms, payment.expires_at, target)
+    run, arg, workflow_id = workflow_input(
+        payment.id, terms, payment.expires_at, target, state.settings.journey_prompts_per_run
+    )
     client: Client = state.temporal
     revive = payment.status in (PaymentStatus.PENDING, PaymentStatus.EXPIRED) and event.kind in (
         PaymentEventKind.COMPLETED,

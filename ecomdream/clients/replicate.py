@@ -10,6 +10,8 @@ from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks, WebhookSigningSecret
 
 from ecomdream.config import Settings
+from ecomdream.contracts.prompt import PredictionStatus
+from ecomdream.contracts.training import TrainingStatus
 
 PROGRESS = re.compile(r"(\d{1,3})%\|")
 TRANSIENT_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -45,3 +47,38 @@ def model_version_of(output: Any) -> str | None:
     if isinstance(output, dict) and output.get("version"):
         return str(output["version"])
     return None
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A Replicate SDK object (or a webhook body) as a plain dict."""
+    if isinstance(obj, dict):
+        return obj
+    data: dict[str, Any] = obj.dict()
+    return data
+
+
+def training_status(obj: Any) -> TrainingStatus:
+    """The parts of a Replicate training the journey needs."""
+    body = as_dict(obj)
+    return TrainingStatus(
+        training_id=str(body.get("id", "")),
+        status=str(body.get("status", "")),
+        model_version=model_version_of(body.get("output")),
+        error=str(body["error"]) if body.get("error") else None,
+        progress=progress_from_logs(body.get("logs")),
+    )
+
+
+def prediction_status(obj: Any) -> PredictionStatus:
+    """The parts of a Replicate prediction a prompt needs."""
+    body = as_dict(obj)
+    output = body.get("output")
+    urls = tuple(str(u) for u in output) if isinstance(output, list) else ((str(output),) if output else ())
+    metrics = body.get("metrics") or {}
+    return PredictionStatus(
+        prediction_id=str(body.get("id", "")),
+        status=str(body.get("status", "")),
+        output=urls,
+        error=str(body["error"]) if body.get("error") else None,
+        predict_time=metrics.get("predict_time") if isinstance(metrics, dict) else None,
+    )

@@ -70,6 +70,7 @@ class JourneyInput(Contract):
     plan: PlanTerms
     pay_by: datetime
     state: JourneyState | None = None
+    prompts_per_run: int = Field(default=500, ge=1, description="Continue-as-new after this many prompts")
 
 
 class JourneyState(Contract):
@@ -80,10 +81,15 @@ class JourneyState(Contract):
     stage: JourneyStage = JourneyStage.AWAITING_PAYMENT
     seen_events: tuple[str, ...] = ()
     version_id: uuid.UUID | None = None
+    class_name: str | None = None
+    trigger_token: str | None = None
+    model_version: str | None = None
     training_id: str | None = None
     seen_webhooks: tuple[str, ...] = ()
     images_quota: int = 0
     images_generated: int = 0
+    prompts_served: int = 0
+    runs: int = 1
     applied_addons: tuple[uuid.UUID, ...] = ()
     error: str | None = None
 

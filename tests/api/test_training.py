@@ -290,7 +290,7 @@ class TestVersionInfo:
 class TestReplicateWebhook:
     async def test_bad_signature_is_rejected(self, api: httpx.AsyncClient, db: AsyncEngine) -> None:
         response = await api.post(
-            "/api/v1/replicate/webhook?journey=journey-00000000-0000-4000-8000-000000000000",
+            "/api/v1/replicate/webhook?target=journey-00000000-0000-4000-8000-000000000000",
             content=b'{"id": "x", "status": "succeeded"}',
             headers={
                 "webhook-id": "msg_1",
@@ -335,7 +335,7 @@ class TestReplicateWebhookSigning:
         body = b'{"id": "t1", "status": "succeeded"}'
         headers = await sign_replicate(stack, body, webhook_id="msg_old", timestamp=int(time.time()) - 3600)
         response = await api.post(
-            "/api/v1/replicate/webhook?journey=journey-00000000-0000-4000-8000-000000000000",
+            "/api/v1/replicate/webhook?target=journey-00000000-0000-4000-8000-000000000000",
             content=body,
             headers=headers,
         )
@@ -348,7 +348,7 @@ class TestReplicateWebhookSigning:
 
         body = b'{"id": "t1", "status": "succeeded"}'
         headers = await sign_replicate(stack, body, webhook_id="msg_new", timestamp=int(time.time()))
-        url = "/api/v1/replicate/webhook?journey=journey-00000000-0000-4000-8000-000000000000"
+        url = "/api/v1/replicate/webhook?target=journey-00000000-0000-4000-8000-000000000000"
         altered = await api.post(url, content=body.replace(b"succeeded", b"failed"), headers=headers)
         assert altered.status_code == 400
         accepted = await api.post(url, content=body, headers=headers)

@@ -1,0 +1,103 @@
+"""Prompt activities: the prompt's ledger rows and copying generated images into our bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ecomdream import imaging
+from ecomdream.clients.storage import Storage
+from ecomdream.contracts.prompt import CopiedImage, ImageCopy, PromptFinished, PromptStarted
+from ecomdream.db.session import SessionMaker, transaction
+from ecomdream.repositories.prompts import PromptRepository
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+def image_key(version_id: object, prompt_id: object, position: int, ext: str) -> str:
+    """Where a generated image lives in our bucket."""
+    return f"images/{version_id}/{prompt_id}/{position}.{ext}"
+
+
+class PromptActivities:
+    """Activities that need the database, the bucket and an HTTP client for provider downloads."""
+
+    def __init__(self, sessionmaker: SessionMaker, storage: Storage, http: httpx.AsyncClient) -> None:
+        self.sessionmaker = sessionmaker
+        self.storage = storage
+        self.http = http
+
+    @activity.defn
+    async def record_prompt_started(self, started: PromptStarted) -> None:
+        """Insert the running prompt (idempotent on the prompt id)."""
+        spec = started.spec
+        async with transaction(self.sessionmaker) as session:
+            await PromptRepository(session).start(
+                started.prompt_id,
+                started.version_id,
+                {
+                    "prompt_text": spec.prompt,
+                    "negative_prompt": spec.negative_prompt,
+                    "amount_images": spec.num_outputs,
+                    "width": spec.width,
+                    "height": spec.height,
+                    "seed": spec.seed,
+                    "guidance_scale": spec.guidance_scale,
+                    "num_inference_steps": spec.num_inference_steps,
+                },
+            )
+
+    async def _copy_one(self, copy: ImageCopy, position: int, url: str) -> CopiedImage:
+        response = await self.http.get(url)
+        if response.status_code in (404, 410):
+            raise ApplicationError(
+                f"output {position} is gone from Replicate", type="OutputGone", non_retryable=True
+            )
+        response.raise_for_status()
+        data = response.content[: MAX_IMAGE_BYTES + 1]
+        content_type = imaging.sniff_format(data[:64]) or ""
+        ext = EXTENSIONS.get(content_type, "")
+        if not ext or len(data) > MAX_IMAGE_BYTES:
+            raise ApplicationError(f"output {position} is not an image", type="BadOutput", non_retryable=True)
+        width, height = await asyncio.to_thread(imaging.image_size, data)
+        key = image_key(copy.version_id, copy.prompt_id, position, ext)
+        await self.storage.put(key, data, content_type)
+        return CopiedImage(position=position, key=key, width=width, height=height)
+
+    @activity.defn
+    async def copy_images(self, copy: ImageCopy) -> list[CopiedImage]:
+        """Copy every output concurrently (Replicate deletes them after an hour); same keys on retry."""
+        return list(await asyncio.gather(*(self._copy_one(copy, i, url) for i, url in enumerate(copy.urls))))
+
+    @activity.defn
+    async def record_prompt_finished(self, finished: PromptFinished) -> bool:
+        """Store the outcome and images and charge the quota, in one transaction, exactly once."""
+        async with transaction(self.sessionmaker) as session:
+            prompts = PromptRepository(session)
+            if finished.prediction_id:
+                await prompts.set_prediction(finished.prompt_id, finished.prediction_id)
+            if finished.error is not None:
+                await prompts.fail(finished.prompt_id, finished.error, activity.info().started_time)
+                return False
+            images = [
+                {
+                    "id": uuid.uuid5(finished.prompt_id, str(image.position)),
+                    "position": image.position,
+                    "s3_key": image.key,
+                    "width": image.width,
+                    "height": image.height,
+                }
+                for image in finished.images
+            ]
+            return await prompts.succeed(
+                finished.prompt_id,
+                finished.version_id,
+                images,
+                finished.predict_time,
+                activity.info().started_time,
+            )

@@ -1,0 +1,224 @@
+"""Generating images with a ready model, and listing what was generated."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from temporalio.client import (
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.exceptions import ApplicationError
+
+from api.deps import SessionDep, StateDep
+from api.schemas.prompts import (
+    ImagePublic,
+    PromptAccepted,
+    PromptCreate,
+    PromptCreated,
+    PromptOne,
+    PromptPublic,
+    PromptsPublic,
+)
+from ecomdream.clients.storage import Storage
+from ecomdream.contracts import journey_id
+from ecomdream.contracts.prompt import PromptRequest, PromptSpec
+from ecomdream.db.session import transaction
+from ecomdream.errors import (
+    BadRequest,
+    Conflict,
+    EcomdreamError,
+    Gone,
+    NotFound,
+    PaymentRequired,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
+from ecomdream.models import Version, VersionStatus
+from ecomdream.repositories.prompts import PromptRepository
+from ecomdream.repositories.versions import VersionRepository
+from workflows.journey import JourneyWorkflow
+
+router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
+
+REJECTIONS: dict[str, type[EcomdreamError]] = {
+    "NotReady": Conflict,
+    "Busy": Conflict,
+    "ModelFailed": Gone,
+    "QuotaExhausted": PaymentRequired,
+    "QuotaExceeded": PaymentRequired,
+}
+
+
+def _rejection(error: WorkflowUpdateFailedError) -> EcomdreamError:
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return REJECTIONS.get(cause.type or "", Conflict)(cause.message)
+    return ServiceUnavailable("Image generation is unavailable right now, please retry")
+
+
+def with_trigger(version: Version, text: str) -> str:
+    """Add the model's trigger token and class when the customer did not write them."""
+    parts = []
+    if not re.search(rf"\b{re.escape(version.trigger_token)}\b", text):
+        parts.append(version.trigger_token)
+    if not re.search(rf"\b{re.escape(version.class_name)}\b", text, flags=re.IGNORECASE):
+        parts.append(version.class_name)
+    return f"{' '.join(parts)}, {text}" if parts else text
+
+
+def _usable(version: Version | None) -> Version:
+    if version is None:
+        raise NotFound("Invalid version id")
+    if version.deleted_at is not None:
+        raise Gone("Your model has been deleted")
+    if version.status == VersionStatus.FAILED:
+        raise Gone("This model failed to train and cannot generate images")
+    if version.status != VersionStatus.READY:
+        raise Conflict("Please wait for your model to be ready")
+    return version
+
+
+async def _public(storage: Storage, row: dict[str, Any]) -> PromptPublic:
+    images = [
+        ImagePublic(
+            url=await storage.public_url(image["key"]),
+            width=image["width"],
+            height=image["height"],
+            created_at=image["created_at"],
+        )
+        for image in row["images"]
+    ]
+    return PromptPublic(
+        id=row["id"],
+        prompt=row["prompt_text"],
+        negative_prompt=row["negative_prompt"],
+        num_outputs=row["amount_images"],
+        status=row["status"],
+        error=row["error"],
+        width=row["width"],
+        height=row["height"],
+        seed=row["seed"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        images=images,
+    )
+
+
+@router.post(
+    "/create/{version_id}",
+    status_code=201,
+    response_model=PromptCreated,
+    responses={202: {"model": PromptAccepted}, 402: {}, 404: {}, 409: {}, 410: {}, 502: {}},
+)
+async def create_prompt(
+    version_id: uuid.UUID, body: PromptCreate, state: StateDep
+) -> PromptCreated | JSONResponse:
+    """Generate images; waits for them up to a limit, then answers 202 and the work continues."""
+    settings = state.settings
+    async with transaction(state.sessionmaker) as session:
+        version = _usable(await VersionRepository(session).get(version_id))
+    prompt_id = uuid.uuid4()
+    spec = PromptSpec(
+        prompt=with_trigger(version, body.prompt),
+        negative_prompt=body.negative_prompt,
+        num_outputs=body.amount_images,
+        width=body.width or 1024,
+        height=body.height or 1024,
+        # A seed per prompt also lets a retried activity find its own prediction at Replicate.
+        seed=body.seed if body.seed is not None else int.from_bytes(prompt_id.bytes[:4], "big"),
+        guidance_scale=body.guidance_scale,
+        num_inference_steps=body.num_inference_steps,
+    )
+    request = PromptRequest(
+        prompt_id=prompt_id,
+        spec=spec,
+        poll_seconds=settings.prompt_poll_seconds,
+        deadline_seconds=settings.prompt_deadline_seconds,
+    )
+    handle = state.temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(version.payment_id))
+    try:
+        async with asyncio.timeout(settings.prompt_wait_seconds):
+            update = await handle.start_update(
+                JourneyWorkflow.create_prompt,
+                request,
+                id=str(prompt_id),
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            )
+    except WorkflowUpdateFailedError as exc:
+        raise _rejection(exc) from exc
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        raise ServiceUnavailable("Image generation is unavailable right now, please retry") from exc
+    try:
+        async with asyncio.timeout(settings.prompt_wait_seconds):
+            outcome = await update.result()
+    except WorkflowUpdateFailedError as exc:
+        # A validator's rejection surfaces here: the update was never accepted.
+        raise _rejection(exc) from exc
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Accepted and still running: the images will appear in the list when done.
+        return JSONResponse(PromptAccepted(prompt_id=prompt_id).model_dump(mode="json"), status_code=202)
+    if outcome.status != "succeeded":
+        raise UpstreamFailed(f"{outcome.error or 'Generation failed'}. No images were charged to your quota.")
+    async with transaction(state.sessionmaker) as session:
+        row = await PromptRepository(session).one(prompt_id)
+        version_now = await VersionRepository(session).get(version_id)
+    assert row is not None
+    assert version_now is not None
+    public = await _public(state.storage, row)
+    return PromptCreated(
+        prompt_id=prompt_id,
+        images=[image.url for image in public.images],
+        images_left=max(version_now.images_quota - version_now.images_generated, 0),
+        prompt_text=spec.prompt,
+        prompt_negative=spec.negative_prompt,
+    )
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(f"{row['created_at']}|{row['id']}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not cursor:
+        return None
+    try:
+        at, prompt_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at), uuid.UUID(prompt_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("Invalid cursor; use the next_cursor of a previous page") from exc
+
+
+@router.get("/list/{version_id}", response_model=PromptsPublic)
+async def list_prompts(
+    version_id: uuid.UUID,
+    session: SessionDep,
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> PromptsPublic:
+    """A model's prompts with their images, newest first (one SQL query), paginated by cursor."""
+    rows = await PromptRepository(session).page(version_id, limit, _decode_cursor(cursor))
+    if rows is None:
+        raise NotFound("Invalid version id")
+    prompts = [await _public(state.storage, row) for row in rows]
+    next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
+    return PromptsPublic(prompts=prompts, next_cursor=next_cursor)
+
+
+@router.get("/{prompt_id}", response_model=PromptOne)
+async def get_prompt(prompt_id: uuid.UUID, session: SessionDep, state: StateDep) -> PromptOne:
+    """One prompt with its status and images."""
+    row = await PromptRepository(session).one(prompt_id)
+    if row is None:
+        raise NotFound("Invalid prompt id")
+    return PromptOne(**(await _public(state.storage, row)).model_dump())

@@ -1,0 +1,143 @@
+"""Prompts and their images in Postgres; the listing is one SQL statement."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ecomdream.models import Image, Prompt, PromptStatus, Version
+
+# One statement: the version (so an unknown id is told apart from an empty list) and one page of its
+# prompts, newest first, each with its images aggregated as JSON.
+LIST_SQL = text(
+    """
+    SELECT v.id AS version_id,
+           COALESCE((
+             SELECT json_agg(page ORDER BY page.created_at DESC, page.id DESC)
+             FROM (
+               SELECT p.id, p.prompt_text, p.negative_prompt, p.amount_images, p.status, p.error,
+                      p.width, p.height, p.seed, p.created_at, p.finished_at,
+                      COALESCE((
+                        SELECT json_agg(json_build_object(
+                                 'key', i.s3_key, 'width', i.width, 'height', i.height,
+                                 'created_at', i.created_at) ORDER BY i.position)
+                        FROM images i WHERE i.prompt_id = p.id), '[]'::json) AS images
+               FROM prompts p
+               WHERE p.version_id = v.id
+                 AND (CAST(:cursor_at AS timestamptz) IS NULL
+                      OR (p.created_at, p.id) < (CAST(:cursor_at AS timestamptz), CAST(:cursor_id AS uuid)))
+               ORDER BY p.created_at DESC, p.id DESC
+               LIMIT :limit
+             ) page), '[]'::json) AS prompts
+    FROM versions v
+    WHERE v.id = :version_id
+    """
+)
+
+ONE_SQL = text(
+    """
+    SELECT p.id, p.version_id, p.prompt_text, p.negative_prompt, p.amount_images, p.status, p.error,
+           p.width, p.height, p.seed, p.created_at, p.finished_at,
+           COALESCE((
+             SELECT json_agg(json_build_object(
+                      'key', i.s3_key, 'width', i.width, 'height', i.height, 'created_at', i.created_at)
+                    ORDER BY i.position)
+             FROM images i WHERE i.prompt_id = p.id), '[]'::json) AS images
+    FROM prompts p WHERE p.id = :prompt_id
+    """
+)
+
+
+class PromptRepository:
+    """Prompts, their predictions and their images."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def start(self, prompt_id: uuid.UUID, version_id: uuid.UUID, values: dict[str, Any]) -> None:
+        """Record a running prompt (a second call changes nothing)."""
+        await self.session.execute(
+            insert(Prompt)
+            .values(id=prompt_id, version_id=version_id, status=PromptStatus.RUNNING.value, **values)
+            .on_conflict_do_nothing(index_elements=[Prompt.id])
+        )
+
+    async def get(self, prompt_id: uuid.UUID) -> Prompt | None:
+        """One prompt row."""
+        return await self.session.get(Prompt, prompt_id)
+
+    async def set_prediction(self, prompt_id: uuid.UUID, prediction_id: str) -> None:
+        """Remember the prediction so a retry never creates a second one."""
+        await self.session.execute(
+            update(Prompt)
+            .where(Prompt.id == prompt_id)
+            .values(prediction_id=func.coalesce(Prompt.prediction_id, prediction_id))
+        )
+
+    async def succeed(
+        self,
+        prompt_id: uuid.UUID,
+        version_id: uuid.UUID,
+        images: list[dict[str, Any]],
+        predict_time: float | None,
+        at: datetime,
+    ) -> bool:
+        """Store the images and charge them to the quota, once; False when it was already recorded."""
+        done = await self.session.execute(
+            update(Prompt)
+            .where(Prompt.id == prompt_id, Prompt.status == PromptStatus.RUNNING.value)
+            .values(status=PromptStatus.SUCCEEDED.value, predict_time=predict_time, finished_at=at)
+            .returning(Prompt.id)
+        )
+        if done.first() is None:
+            return False
+        if images:
+            await self.session.execute(
+                insert(Image)
+                .values([{"prompt_id": prompt_id, **image} for image in images])
+                .on_conflict_do_nothing()
+            )
+        await self.session.execute(
+            update(Version)
+            .where(Version.id == version_id)
+            .values(images_generated=Version.images_generated + len(images))
+        )
+        return True
+
+    async def fail(self, prompt_id: uuid.UUID, error: str, at: datetime) -> None:
+        """Mark the prompt failed (it costs the customer nothing)."""
+        await self.session.execute(
+            update(Prompt)
+            .where(Prompt.id == prompt_id, Prompt.status == PromptStatus.RUNNING.value)
+            .values(status=PromptStatus.FAILED.value, error=error, finished_at=at)
+        )
+
+    async def page(
+        self, version_id: uuid.UUID, limit: int, cursor: tuple[datetime, uuid.UUID] | None
+    ) -> list[dict[str, Any]] | None:
+        """One page of a version's prompts with their images, newest first; None for an unknown version."""
+        row = (
+            await self.session.execute(
+                LIST_SQL,
+                {
+                    "version_id": version_id,
+                    "limit": limit,
+                    "cursor_at": cursor[0] if cursor else None,
+                    "cursor_id": cursor[1] if cursor else None,
+                },
+            )
+        ).first()
+        if row is None:
+            return None
+        prompts: list[dict[str, Any]] = row.prompts
+        return prompts
+
+    async def one(self, prompt_id: uuid.UUID) -> dict[str, Any] | None:
+        """One prompt with its images."""
+        row = (await self.session.execute(ONE_SQL, {"prompt_id": prompt_id})).mappings().first()
+        return dict(row) if row else None

@@ -1,0 +1,175 @@
+"""PromptWorkflow: one prompt — prediction → wait → copy images → record; a failure costs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.prompts import PromptActivities
+    from activities.replicate import PredictionActivities
+    from ecomdream.contracts import REPLICATE_TASK_QUEUE
+    from ecomdream.contracts.prompt import (
+        ImageCopy,
+        PredictionCreate,
+        PredictionEvent,
+        PredictionPoll,
+        PredictionStatus,
+        PromptFinished,
+        PromptInput,
+        PromptOutcome,
+        PromptStarted,
+    )
+
+LEDGER_TIMEOUT = timedelta(seconds=30)
+COPY_TIMEOUT = timedelta(minutes=2)
+REPLICATE_TIMEOUT = timedelta(seconds=60)
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+COPY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=10,
+    non_retryable_error_types=["OutputGone", "BadOutput"],
+)
+VENDOR_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=20,
+    non_retryable_error_types=["ReplicateRejected"],
+)
+
+
+@workflow.defn
+class PromptWorkflow:
+    """Generates one prompt's images with the customer's model and stores them in our bucket."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.webhook_result: PredictionStatus | None = None
+
+    @workflow.run
+    async def run(self, prompt: PromptInput) -> PromptOutcome:
+        """Record → predict → wait → copy → record; every failure path releases the reserved images."""
+        workflow.set_current_details(f"Generating {prompt.spec.num_outputs} image(s)")
+        await workflow.execute_activity_method(
+            PromptActivities.record_prompt_started,
+            PromptStarted(prompt_id=prompt.prompt_id, version_id=prompt.version_id, spec=prompt.spec),
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=RETRY,
+            summary="record the prompt",
+        )
+        try:
+            status = await self._predict(prompt)
+            if status.status != "succeeded" or not status.output:
+                return await self._finish(
+                    prompt, status.prediction_id, error=status.error or f"Generation {status.status}"
+                )
+            copied = await workflow.execute_activity_method(
+                PromptActivities.copy_images,
+                ImageCopy(prompt_id=prompt.prompt_id, version_id=prompt.version_id, urls=status.output),
+                start_to_close_timeout=COPY_TIMEOUT,
+                retry_policy=COPY_RETRY,
+                summary=f"copy {len(status.output)} image(s) to our bucket",
+            )
+        except ActivityError as err:
+            return await self._finish(prompt, None, error=f"Generation failed: {err.cause or err}")
+        await workflow.execute_activity_method(
+            PromptActivities.record_prompt_finished,
+            PromptFinished(
+                prompt_id=prompt.prompt_id,
+                version_id=prompt.version_id,
+                prediction_id=status.prediction_id,
+                images=tuple(copied),
+                predict_time=status.predict_time,
+            ),
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=RETRY,
+            summary="record the images and charge the quota",
+        )
+        workflow.set_current_details(f"Done — {len(copied)} image(s)")
+        return PromptOutcome(prompt_id=prompt.prompt_id, status="succeeded", images=len(copied))
+
+    @workflow.signal
+    def prediction_event(self, event: PredictionEvent) -> None:
+        """A verified Replicate webhook about this prompt's prediction (deduplicated by webhook id)."""
+        if event.webhook_id in self.seen:
+            return
+        self.seen.append(event.webhook_id)
+        if event.prediction.finished:
+            self.webhook_result = event.prediction
+
+    async def _predict(self, prompt: PromptInput) -> PredictionStatus:
+        created = await workflow.execute_activity_method(
+            PredictionActivities.create_prediction,
+            PredictionCreate(
+                prompt_id=prompt.prompt_id, model_version=prompt.model_version, spec=prompt.spec
+            ),
+            task_queue=REPLICATE_TASK_QUEUE,
+            start_to_close_timeout=REPLICATE_TIMEOUT,
+            retry_policy=VENDOR_RETRY,
+            summary="start the prediction on Replicate",
+        )
+        poll_every = timedelta(seconds=prompt.poll_seconds)
+        poll = workflow.start_activity_method(
+            PredictionActivities.poll_prediction,
+            PredictionPoll(prediction_id=created.prediction_id),
+            task_queue=REPLICATE_TASK_QUEUE,
+            start_to_close_timeout=REPLICATE_TIMEOUT,
+            schedule_to_close_timeout=timedelta(seconds=prompt.deadline_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=poll_every,
+                backoff_coefficient=1.0,
+                maximum_interval=poll_every,
+                non_retryable_error_types=["ReplicateRejected"],
+            ),
+            summary="watch the prediction (fallback for lost webhooks)",
+        )
+        webhook = asyncio.ensure_future(
+            workflow.wait_condition(
+                lambda: (
+                    self.webhook_result is not None
+                    and self.webhook_result.prediction_id == created.prediction_id
+                )
+            )
+        )
+        await workflow.wait([poll, webhook], return_when=asyncio.FIRST_COMPLETED)
+        if self.webhook_result is not None and self.webhook_result.prediction_id == created.prediction_id:
+            poll.cancel()
+            return self.webhook_result
+        webhook.cancel()
+        try:
+            return poll.result()
+        except ActivityError:
+            await workflow.execute_activity_method(
+                PredictionActivities.cancel_prediction,
+                created.prediction_id,
+                task_queue=REPLICATE_TASK_QUEUE,
+                start_to_close_timeout=REPLICATE_TIMEOUT,
+                retry_policy=VENDOR_RETRY,
+                summary="cancel the prediction",
+            )
+            return PredictionStatus(
+                prediction_id=created.prediction_id,
+                status="failed",
+                error="Generation did not finish in time",
+            )
+
+    async def _finish(self, prompt: PromptInput, prediction_id: str | None, *, error: str) -> PromptOutcome:
+        await workflow.execute_activity_method(
+            PromptActivities.record_prompt_finished,
+            PromptFinished(
+                prompt_id=prompt.prompt_id,
+                version_id=prompt.version_id,
+                prediction_id=prediction_id,
+                error=error,
+            ),
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=RETRY,
+            summary="record the failure (no images charged)",
+        )
+        workflow.set_current_details(f"Failed: {error}")
+        return PromptOutcome(prompt_id=prompt.prompt_id, status="failed", error=error)
