@@ -31,25 +31,12 @@ class ActivitySet:
     replicate: list[Callable[..., Any]]
 
 
-async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
-    """The S3 bucket from settings, closed with stack."""
-    return await Storage.open(
-        stack,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.s3_access_key_id.get_secret_value(),
-        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-        bucket=settings.s3_bucket,
-        public_base_url=settings.s3_public_base_url,
-    )
-
-
 async def build_activities(settings: Settings, stack: AsyncExitStack) -> ActivitySet:
     """Every activity bound to its clients; the clients close with stack."""
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)
     stack.push_async_callback(engine.dispose)
     sessionmaker = create_sessionmaker(engine)
-    storage = await open_storage(settings, stack)
+    storage = await Storage.from_settings(settings, stack)
     cpus = os.cpu_count() or 2
     executor = stack.enter_context(ThreadPoolExecutor(max_workers=cpus, thread_name_prefix="pillow"))
     rules = PhotoRules(

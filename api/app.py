@@ -33,15 +33,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         tls=settings.temporal_tls,
         lazy=True,
     )
-    storage = await Storage.open(
-        stack,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.s3_access_key_id.get_secret_value(),
-        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-        bucket=settings.s3_bucket,
-        public_base_url=settings.s3_public_base_url,
-    )
+    storage = await Storage.from_settings(settings, stack)
     return AppState(
         settings=settings,
         engine=engine,

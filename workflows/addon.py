@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
@@ -20,9 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
     from workflows.checkout import Checkout
     from workflows.journey import JourneyWorkflow
-
-LEDGER_TIMEOUT = timedelta(seconds=30)
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT
 
 
 @workflow.defn

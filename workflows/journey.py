@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
@@ -26,10 +25,9 @@ with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts.training import TrainAccepted, TrainingEvent, TrainingStatus, TrainRequest
     from workflows import training
     from workflows.checkout import Checkout
+    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT
     from workflows.prompt import PromptWorkflow
 
-LEDGER_TIMEOUT = timedelta(seconds=30)
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 ENDED = {JourneyStage.EXPIRED, JourneyStage.PAYMENT_FAILED, JourneyStage.FAILED}
 TRIGGER_TOKEN = "TOK"
 

@@ -24,22 +24,15 @@ with workflow.unsafe.imports_passed_through():
         PromptOutcome,
         PromptStarted,
     )
+    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, REPLICATE_TIMEOUT, VENDOR_RETRY, polling
 
-LEDGER_TIMEOUT = timedelta(seconds=30)
 COPY_TIMEOUT = timedelta(minutes=2)
-REPLICATE_TIMEOUT = timedelta(seconds=60)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# Provider downloads are retried briefly; an output that is gone or not an image will not come back.
 COPY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=10,
     non_retryable_error_types=["OutputGone", "BadOutput"],
-)
-VENDOR_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=20,
-    non_retryable_error_types=["ReplicateRejected"],
 )
 
 
@@ -59,7 +52,7 @@ class PromptWorkflow:
             PromptActivities.record_prompt_started,
             PromptStarted(prompt_id=prompt.prompt_id, version_id=prompt.version_id, spec=prompt.spec),
             start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=RETRY,
+            retry_policy=LEDGER_RETRY,
             summary="record the prompt",
         )
         try:
@@ -87,7 +80,7 @@ class PromptWorkflow:
                 predict_time=status.predict_time,
             ),
             start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=RETRY,
+            retry_policy=LEDGER_RETRY,
             summary="record the images and charge the quota",
         )
         workflow.set_current_details(f"Done — {len(copied)} image(s)")
@@ -120,12 +113,7 @@ class PromptWorkflow:
             task_queue=REPLICATE_TASK_QUEUE,
             start_to_close_timeout=REPLICATE_TIMEOUT,
             schedule_to_close_timeout=timedelta(seconds=prompt.deadline_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=poll_every,
-                backoff_coefficient=1.0,
-                maximum_interval=poll_every,
-                non_retryable_error_types=["ReplicateRejected"],
-            ),
+            retry_policy=polling(poll_every),
             summary="watch the prediction (fallback for lost webhooks)",
         )
         webhook = asyncio.ensure_future(
@@ -168,7 +156,7 @@ class PromptWorkflow:
                 error=error,
             ),
             start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=RETRY,
+            retry_policy=LEDGER_RETRY,
             summary="record the failure (no images charged)",
         )
         workflow.set_current_details(f"Failed: {error}")

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -29,18 +28,10 @@ with workflow.unsafe.imports_passed_through():
         VersionOutcome,
         ZipRequest,
     )
+    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, REPLICATE_TIMEOUT, VENDOR_RETRY, polling
 
 PHOTO_TIMEOUT = timedelta(minutes=5)
 PHOTO_HEARTBEAT = timedelta(minutes=1)
-LEDGER_TIMEOUT = timedelta(seconds=30)
-REPLICATE_TIMEOUT = timedelta(seconds=60)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-VENDOR_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=20,
-    non_retryable_error_types=["ReplicateRejected"],
-)
 
 
 async def check_photos(request: TrainRequest) -> None:
@@ -50,7 +41,7 @@ async def check_photos(request: TrainRequest) -> None:
         PhotoCheck(photos=request.photos),
         start_to_close_timeout=PHOTO_TIMEOUT,
         heartbeat_timeout=PHOTO_HEARTBEAT,
-        retry_policy=RETRY,
+        retry_policy=LEDGER_RETRY,
         summary=f"check {len(request.photos)} photos",
     )
     if result.problems:
@@ -83,7 +74,7 @@ async def submit(
             images_quota=quota,
         ),
         start_to_close_timeout=LEDGER_TIMEOUT,
-        retry_policy=RETRY,
+        retry_policy=LEDGER_RETRY,
         summary="record the new model",
     )
     archive = await workflow.execute_activity_method(
@@ -91,7 +82,7 @@ async def submit(
         ZipRequest(version_id=version_id, photos=request.photos),
         start_to_close_timeout=PHOTO_TIMEOUT,
         heartbeat_timeout=PHOTO_HEARTBEAT,
-        retry_policy=RETRY,
+        retry_policy=LEDGER_RETRY,
         summary=f"build the training zip of {len(request.photos)} photos",
     )
     return await workflow.execute_activity_method(
@@ -120,12 +111,7 @@ async def watch(
         task_queue=REPLICATE_TASK_QUEUE,
         start_to_close_timeout=REPLICATE_TIMEOUT,
         schedule_to_close_timeout=deadline,
-        retry_policy=RetryPolicy(
-            initial_interval=poll_every,
-            backoff_coefficient=1.0,
-            maximum_interval=poll_every,
-            non_retryable_error_types=["ReplicateRejected"],
-        ),
+        retry_policy=polling(poll_every),
         summary="watch the training (fallback for lost webhooks)",
     )
     webhook = asyncio.ensure_future(workflow.wait_condition(lambda: webhook_result() is not None))
@@ -162,7 +148,7 @@ async def record_outcome(version_id: uuid.UUID, status: TrainingStatus) -> None:
             error=None if status.status == "succeeded" else (status.error or f"Training {status.status}"),
         ),
         start_to_close_timeout=LEDGER_TIMEOUT,
-        retry_policy=RETRY,
+        retry_policy=LEDGER_RETRY,
         summary="record how the training ended",
     )
 
@@ -173,7 +159,7 @@ async def refund(payment_id: uuid.UUID, reason: str) -> None:
         PaymentActivities.refund_payment,
         RefundRequest(payment_id=payment_id, reason=reason),
         start_to_close_timeout=REPLICATE_TIMEOUT,
-        retry_policy=RETRY,
+        retry_policy=LEDGER_RETRY,
         summary="refund the payment",
     )
 
@@ -184,7 +170,7 @@ async def delete(*prefixes: str) -> None:
         ImageActivities.delete_objects,
         Cleanup(prefixes=prefixes),
         start_to_close_timeout=PHOTO_TIMEOUT,
-        retry_policy=RETRY,
+        retry_policy=LEDGER_RETRY,
         summary="delete the customer's photos",
     )
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from ecomdream.config import Settings
+
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
@@ -52,6 +54,19 @@ class Storage:
             session.client("s3", endpoint_url=endpoint_url, config=S3_CONFIG)
         )
         return cls(client, bucket, public_base_url)
+
+    @classmethod
+    async def from_settings(cls, settings: Settings, stack: AsyncExitStack) -> Storage:
+        """The configured bucket, closed with stack."""
+        return await cls.open(
+            stack,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id.get_secret_value(),
+            secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+            bucket=settings.s3_bucket,
+            public_base_url=settings.s3_public_base_url,
+        )
 
     async def ping(self) -> None:
         """Raise if the bucket cannot be reached."""

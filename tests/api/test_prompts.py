@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,15 +21,6 @@ from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
 
 TINY_PLAN = 90
-
-
-@pytest.fixture
-async def knobs(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """The Replicate sandbox's knobs, restored after the test."""
-    async with httpx.AsyncClient(base_url=stack.replicate_url) as client:
-        original = (await client.get("/_sandbox/config")).json()
-        yield client
-        await client.post("/_sandbox/config", json=original)
 
 
 async def tiny_plan(db: AsyncEngine, images: int) -> int:
@@ -83,7 +72,7 @@ class TestGenerate:
         db: AsyncEngine,
         temporal: Client,
         stack: Stack,
-        knobs: httpx.AsyncClient,
+        replicate_knobs: httpx.AsyncClient,
     ) -> None:
         _, version_id = await ready_model(api, temporal)
         one = await prompt(api, version_id, prompt="a red teapot on a beach", width=768, height=512, seed=7)
@@ -121,7 +110,7 @@ class TestGenerate:
         assert oldest["seed"] == 7
         assert page["next_cursor"] is None
 
-        predictions = (await knobs.get("/_sandbox/predictions")).json()["results"]
+        predictions = (await replicate_knobs.get("/_sandbox/predictions")).json()["results"]
         sent = [
             p["request"]["input"]
             for p in predictions
@@ -186,10 +175,10 @@ class TestGenerate:
         assert (await info(api, version_id))["info"]["images_left"] == 0
 
     async def test_a_failing_prediction_costs_no_quota(
-        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, knobs: httpx.AsyncClient
+        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, replicate_knobs: httpx.AsyncClient
     ) -> None:
         _, version_id = await ready_model(api, temporal)
-        await knobs.post("/_sandbox/config", json={"fail_predictions": True})
+        await replicate_knobs.post("/_sandbox/config", json={"fail_predictions": True})
         failed = await prompt(api, version_id, amount_images=4)
         assert failed.status_code == 502
         assert "No images were charged" in failed.json()["message"]
@@ -198,15 +187,15 @@ class TestGenerate:
         assert listed["status"] == "failed"
         assert listed["error"]
         assert listed["images"] == []
-        await knobs.post("/_sandbox/config", json={"fail_predictions": False})
+        await replicate_knobs.post("/_sandbox/config", json={"fail_predictions": False})
         assert (await prompt(api, version_id)).status_code == 201
         assert (await info(api, version_id))["info"]["images_left"] == 99
 
     async def test_a_slow_generation_answers_202_and_finishes_in_the_background(
-        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, knobs: httpx.AsyncClient
+        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, replicate_knobs: httpx.AsyncClient
     ) -> None:
         _, version_id = await ready_model(api, temporal)
-        await knobs.post("/_sandbox/config", json={"prediction_seconds": 12})
+        await replicate_knobs.post("/_sandbox/config", json={"prediction_seconds": 12})
         slow = await prompt(api, version_id)
         assert slow.status_code == 202, slow.text
         prompt_id = slow.json()["prompt_id"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -49,15 +48,6 @@ async def paid_payment(api: httpx.AsyncClient, temporal: Client) -> str:
     await pay(created["url"])
     await wait_stage(temporal, created["payment_id"], "paid")
     return str(created["payment_id"])
-
-
-@pytest.fixture
-async def replicate_knobs(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """The Replicate sandbox's fault knobs, restored after the test."""
-    async with httpx.AsyncClient(base_url=stack.replicate_url) as client:
-        original = (await client.get("/_sandbox/config")).json()
-        yield client
-        await client.post("/_sandbox/config", json=original)
 
 
 async def staged_keys(stack: Stack, prefix: str) -> list[str]:

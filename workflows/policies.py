@@ -1,0 +1,29 @@
+"""Timeouts and retry policies shared by the workflows (changing them changes no history event)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+LEDGER_TIMEOUT = timedelta(seconds=30)
+LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+REPLICATE_TIMEOUT = timedelta(seconds=60)
+# Rate limits and outages are retried for a while; a request Replicate refuses outright is not.
+VENDOR_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=20,
+    non_retryable_error_types=["ReplicateRejected"],
+)
+
+
+def polling(every: timedelta) -> RetryPolicy:
+    """Retries as a polling loop: a constant interval, and retries are not written to history."""
+    return RetryPolicy(
+        initial_interval=every,
+        backoff_coefficient=1.0,
+        maximum_interval=every,
+        non_retryable_error_types=["ReplicateRejected"],
+    )
