@@ -8,6 +8,7 @@ import signal
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import build_activities
@@ -20,6 +21,20 @@ log = logging.getLogger("ecomdream.worker")
 
 # How long in-flight activities get to finish after SIGTERM before the worker exits anyway.
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+TRAINING_BUCKETS = [30.0, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200]
+
+
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """SDK and business metrics (emitted by workflows) on the worker's own Prometheus endpoint."""
+    if not settings.worker_metrics_port:
+        return None
+    prometheus = PrometheusConfig(
+        bind_address=f"{settings.metrics_host}:{settings.worker_metrics_port}",
+        counters_total_suffix=True,
+        durations_as_seconds=True,
+        histogram_bucket_overrides={"ecomdream_training_duration_seconds": TRAINING_BUCKETS},
+    )
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -29,6 +44,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         settings.temporal_namespace,
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
         tls=settings.temporal_tls,
+        runtime=metrics_runtime(settings),
     )
     async with AsyncExitStack() as stack:
         activities = await build_activities(settings, stack)

@@ -71,6 +71,8 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             payments.set_payment_status,
             payments.refund_payment,
             payments.record_quota,
+            payments.record_grant,
+            payments.expire_checkout,
             records.create_version,
             records.record_version_outcome,
             images.check_photos,

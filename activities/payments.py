@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import stripe
+from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
-from ecomdream.contracts.payment import PaymentUpdate, QuotaUpdate, RefundRequest, RefundResult
+from ecomdream.contracts.payment import GrantRecord, PaymentUpdate, QuotaUpdate, RefundRequest, RefundResult
 from ecomdream.db.session import SessionMaker, transaction
-from ecomdream.models import PaymentStatus
+from ecomdream.models import PaymentStatus, QuotaGrant
 from ecomdream.repositories.payments import PaymentRepository
 from ecomdream.repositories.versions import VersionRepository
 
@@ -50,6 +53,39 @@ class PaymentActivities:
             )
         activity.logger.info("payment refunded (%s): %s", request.reason, refund_id)
         return RefundResult(refund_id=refund_id, amount=amount)
+
+    @activity.defn
+    async def record_grant(self, grant: GrantRecord) -> None:
+        """Write an operator's grant to the ledger (once per grant id) and the new quota to the read model."""
+        async with transaction(self.sessionmaker) as session:
+            await session.execute(
+                insert(QuotaGrant)
+                .values(
+                    id=grant.grant_id,
+                    payment_id=grant.payment_id,
+                    version_id=grant.version_id,
+                    images=grant.images,
+                    reason=grant.reason,
+                )
+                .on_conflict_do_nothing(index_elements=[QuotaGrant.id])
+            )
+            if grant.version_id is not None:
+                await VersionRepository(session).set_quota(grant.version_id, grant.images_quota)
+
+    @activity.defn
+    async def expire_checkout(self, payment_id: uuid.UUID) -> bool:
+        """Close the payment's checkout so it can no longer take money; False if it was already paid."""
+        async with transaction(self.sessionmaker) as session:
+            payment = await PaymentRepository(session).get(payment_id)
+            session_id = payment.session_id if payment else None
+        if session_id is None:
+            return True
+        try:
+            await self.stripe.v1.checkout.sessions.expire_async(session_id)
+        except stripe.InvalidRequestError:
+            checkout = await self.stripe.v1.checkout.sessions.retrieve_async(session_id)
+            return checkout.status != "complete"
+        return True
 
     @activity.defn
     async def record_quota(self, update: QuotaUpdate) -> None:

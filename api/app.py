@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from api.errors import install_error_handlers
 from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
@@ -17,6 +18,7 @@ from ecomdream.clients.stripe import create_stripe_client
 from ecomdream.clients.temporal import connect_temporal
 from ecomdream.config import Settings
 from ecomdream.db.session import create_engine, create_sessionmaker
+from ecomdream.metrics import observe_http
 
 log = logging.getLogger("ecomdream.api")
 
@@ -52,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if settings.metrics_port:
+                server, _ = start_http_server(settings.metrics_port, settings.metrics_host)
+                stack.callback(server.shutdown)
             app.state.ecomdream = await build_state(settings, stack)
             log.info("API ready (providers: %s)", settings.provider_mode)
             yield
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.middleware("http")(observe_http)
     app.include_router(health.router)
     app.include_router(payments.router)
     app.include_router(stripe_webhook.router)

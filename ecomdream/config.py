@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         description="Base URL at which Stripe and Replicate reach our webhooks.",
     )
 
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, description="API Prometheus endpoint (/metrics); 0 disables it")
+    worker_metrics_port: int = Field(default=9101, description="Worker (Temporal SDK) Prometheus endpoint")
+
     database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/ecomdream")
     database_pool_size: int = 10
 

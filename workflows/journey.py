@@ -10,20 +10,25 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from ecomdream.contracts import prompt_workflow_id
+    from ecomdream.contracts import prompt_workflow_id, staging_prefix
     from ecomdream.contracts.payment import (
         AddonGrant,
+        CancelRequest,
+        GrantRecord,
+        GrantRequest,
         JourneyInput,
         JourneyStage,
         JourneyState,
+        OperatorRefund,
         PaymentEvent,
         PaymentUpdate,
         QuotaUpdate,
+        RefundResult,
     )
     from ecomdream.contracts.prompt import PromptInput, PromptOutcome, PromptRequest
     from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
     from ecomdream.contracts.training import TrainAccepted, TrainingEvent, TrainingStatus, TrainRequest
-    from workflows import training
+    from workflows import metrics, training
     from workflows.checkout import Checkout
     from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT
     from workflows.prompt import PromptWorkflow
@@ -56,6 +61,8 @@ class JourneyWorkflow:
         self.prompting = False
         self.served_this_run = 0
         self.request: TrainRequest | None = None
+        self.training_started = workflow.now()
+        self.cancel_reason: str | None = None
         self.training_result: TrainingStatus | None = None
 
     @workflow.run
@@ -66,6 +73,8 @@ class JourneyWorkflow:
         )
         if self.state.version_id is not None:
             workflow.upsert_search_attributes([VERSION_ID.value_set(str(self.state.version_id))])
+        if journey.state is None:
+            metrics.journey_stage(self.state.stage.value)
         self._set_stage(self.state.stage)
         if self.state.stage is JourneyStage.AWAITING_PAYMENT:
             outcome = await self.checkout.wait()
@@ -112,6 +121,8 @@ class JourneyWorkflow:
                     type="TrainingNotStarted",
                 ) from err
             self.request = request
+            self.training_started = workflow.now()
+            metrics.training("started")
             self.state = self.state.model_copy(update={"training_id": submitted.training_id})
             self._set_stage(JourneyStage.TRAINING)
             return TrainAccepted(version_id=version_id)
@@ -157,6 +168,7 @@ class JourneyWorkflow:
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"{request.spec.num_outputs} image(s) for version {self.state.version_id}",
             )
+            metrics.prompt(outcome.status, outcome.images)
             self.served_this_run += 1
             self.state = self.state.model_copy(
                 update={
@@ -193,6 +205,7 @@ class JourneyWorkflow:
     def training_event(self, event: TrainingEvent) -> None:
         """A verified Replicate webhook about this journey's training (deduplicated by webhook id)."""
         if event.webhook_id in self.state.seen_webhooks:
+            metrics.duplicate_webhook("replicate")
             return
         self.state = self.state.model_copy(
             update={"seen_webhooks": (*self.state.seen_webhooks, event.webhook_id)}
@@ -203,6 +216,8 @@ class JourneyWorkflow:
     @workflow.signal
     def payment_event(self, event: PaymentEvent) -> None:
         """A verified Stripe event about this payment (duplicates and late events are ignored)."""
+        if event.event_id in self.checkout.seen:
+            metrics.duplicate_webhook("stripe")
         self.checkout.apply(event)
 
     @workflow.signal
@@ -229,6 +244,86 @@ class JourneyWorkflow:
                 summary=f"add {grant.images} images to the quota",
             )
 
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> JourneyState:
+        """Operator: stop the journey; an open checkout is closed, a running training cancelled and refunded."""
+        reason = f"Cancelled by operator: {request.reason}"
+        if self.state.stage is JourneyStage.AWAITING_PAYMENT:
+            if not await self._expire_checkout():
+                raise ApplicationError("The customer has just paid; cancel again to refund", type="JustPaid")
+            self.checkout.outcome = self.checkout.outcome or JourneyStage.EXPIRED
+        elif self.state.stage is JourneyStage.TRAINING:
+            self.cancel_reason = request.reason
+        else:
+            self.busy = True
+            try:
+                self.state = self.state.model_copy(update={"error": reason})
+                await training.refund(self.state.payment_id, reason)
+                await training.delete(staging_prefix(self.state.payment_id))
+                self._set_stage(JourneyStage.FAILED)
+            finally:
+                self.busy = False
+        await workflow.wait_condition(lambda: self.state.stage in ENDED)
+        return self._snapshot()
+
+    @cancel.validator
+    def validate_cancel(self, request: CancelRequest) -> None:
+        """Only journeys that have not ended or delivered a model can be cancelled."""
+        if self.state.stage in ENDED:
+            raise ApplicationError(f"The journey has already ended ({self.state.stage.value})", type="Ended")
+        if self.busy or self.state.stage is JourneyStage.VALIDATING:
+            raise ApplicationError("Photos are being processed; try again in a minute", type="Busy")
+        if self.state.stage is JourneyStage.READY:
+            raise ApplicationError("The model is ready; use the refund update instead", type="Ready")
+
+    @workflow.update
+    async def refund(self, request: OperatorRefund) -> RefundResult:
+        """Operator: refund the payment now (once; a second refund returns the first)."""
+        return await training.refund(self.state.payment_id, f"Refunded by operator: {request.reason}")
+
+    @refund.validator
+    def validate_refund(self, request: OperatorRefund) -> None:
+        """There must be a payment to refund."""
+        if self.state.stage in (
+            JourneyStage.AWAITING_PAYMENT,
+            JourneyStage.EXPIRED,
+            JourneyStage.PAYMENT_FAILED,
+        ):
+            raise ApplicationError("Nothing was paid for this journey", type="NotPaid")
+
+    @workflow.update
+    async def grant_images(self, grant: GrantRequest) -> JourneyState:
+        """Operator: add images to the quota; written to the ledger once per grant id."""
+        if grant.grant_id not in self.state.applied_grants:
+            self.state = self.state.model_copy(
+                update={
+                    "images_quota": self.state.images_quota + grant.images,
+                    "applied_grants": (*self.state.applied_grants, grant.grant_id),
+                }
+            )
+            await workflow.execute_activity_method(
+                PaymentActivities.record_grant,
+                GrantRecord(
+                    grant_id=grant.grant_id,
+                    payment_id=self.state.payment_id,
+                    version_id=self.state.version_id,
+                    images=grant.images,
+                    images_quota=self.state.images_quota,
+                    reason=grant.reason,
+                ),
+                start_to_close_timeout=LEDGER_TIMEOUT,
+                retry_policy=LEDGER_RETRY,
+                summary=f"grant {grant.images} images",
+            )
+            workflow.set_current_details(self._details(self.state.stage))
+        return self._snapshot()
+
+    @grant_images.validator
+    def validate_grant(self, grant: GrantRequest) -> None:
+        """Only paid journeys that have not ended get extra images."""
+        if self.state.stage in (*ENDED, JourneyStage.AWAITING_PAYMENT):
+            raise ApplicationError("Only a paid, active journey can get extra images", type="NotActive")
+
     @workflow.query
     def get_state(self) -> JourneyState:
         """Where the journey is now."""
@@ -244,8 +339,12 @@ class JourneyWorkflow:
             timedelta(seconds=self.request.poll_seconds),
             timedelta(seconds=self.request.deadline_seconds),
             lambda: self.training_result,
+            lambda: self.cancel_reason,
         )
         await training.record_outcome(self.state.version_id, status)
+        metrics.training(
+            "succeeded" if status.status == "succeeded" else "failed", workflow.now() - self.training_started
+        )
         if status.status != "succeeded":
             await self._fail(status.error or f"Training {status.status}", with_zip=True, recorded=True)
             return
@@ -290,14 +389,27 @@ class JourneyWorkflow:
             return f"Ready — {left} of {self.state.images_quota} images left"
         if stage is JourneyStage.FAILED:
             return f"Failed: {self.state.error}; refunded"
+        if stage is JourneyStage.TRAINING:
+            return f"Training on Replicate, started {self.training_started:%Y-%m-%d %H:%M} UTC"
         return DETAILS.get(stage, stage.value)
 
     def _set_stage(self, stage: JourneyStage) -> None:
+        if stage is not self.state.stage:
+            metrics.journey_stage(stage.value)
         if stage is JourneyStage.PAID and self.state.images_quota == 0:
             self.state = self.state.model_copy(update={"images_quota": self.state.plan.images})
         self.state = self.state.model_copy(update={"stage": stage})
         workflow.upsert_search_attributes([JOURNEY_STAGE.value_set(stage.value)])
         workflow.set_current_details(self._details(stage))
+
+    async def _expire_checkout(self) -> bool:
+        return await workflow.execute_activity_method(
+            PaymentActivities.expire_checkout,
+            self.state.payment_id,
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary="close the checkout",
+        )
 
     async def _record_payment(self, outcome: JourneyStage) -> None:
         status = {JourneyStage.PAID: "paid", JourneyStage.PAYMENT_FAILED: "failed"}.get(outcome, "expired")

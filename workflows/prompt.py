@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         PromptOutcome,
         PromptStarted,
     )
+    from workflows import metrics
     from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, REPLICATE_TIMEOUT, VENDOR_RETRY, polling
 
 COPY_TIMEOUT = timedelta(minutes=2)
@@ -90,6 +91,7 @@ class PromptWorkflow:
     def prediction_event(self, event: PredictionEvent) -> None:
         """A verified Replicate webhook about this prompt's prediction (deduplicated by webhook id)."""
         if event.webhook_id in self.seen:
+            metrics.duplicate_webhook("replicate")
             return
         self.seen.append(event.webhook_id)
         if event.prediction.finished:

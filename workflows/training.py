@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.records import RecordActivities
     from activities.replicate import ReplicateActivities
     from ecomdream.contracts import REPLICATE_TASK_QUEUE, staging_prefix
-    from ecomdream.contracts.payment import RefundRequest
+    from ecomdream.contracts.payment import RefundRequest, RefundResult
     from ecomdream.contracts.training import (
         Cleanup,
         PhotoCheck,
@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         VersionOutcome,
         ZipRequest,
     )
+    from workflows import metrics
     from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, REPLICATE_TIMEOUT, VENDOR_RETRY, polling
 
 PHOTO_TIMEOUT = timedelta(minutes=5)
@@ -103,6 +104,7 @@ async def watch(
     poll_every: timedelta,
     deadline: timedelta,
     webhook_result: Callable[[], TrainingStatus | None],
+    cancel_reason: Callable[[], str | None],
 ) -> TrainingStatus:
     """The training's end: from the webhook or, if webhooks are lost, from polling; cancelled at the deadline."""
     poll = workflow.start_activity_method(
@@ -114,27 +116,40 @@ async def watch(
         retry_policy=polling(poll_every),
         summary="watch the training (fallback for lost webhooks)",
     )
-    webhook = asyncio.ensure_future(workflow.wait_condition(lambda: webhook_result() is not None))
-    await workflow.wait([poll, webhook], return_when=asyncio.FIRST_COMPLETED)
-    result = webhook_result()
+    event = asyncio.ensure_future(
+        workflow.wait_condition(lambda: webhook_result() is not None or cancel_reason() is not None)
+    )
+    await workflow.wait([poll, event], return_when=asyncio.FIRST_COMPLETED)
+    result, reason = webhook_result(), cancel_reason()
     if result is not None:
         poll.cancel()
         return result
-    webhook.cancel()
+    event.cancel()
+    if reason is not None:
+        poll.cancel()
+        await cancel(training.training_id)
+        return TrainingStatus(
+            training_id=training.training_id, status="canceled", error=f"Cancelled by operator: {reason}"
+        )
     try:
         return poll.result()
     except ActivityError:
-        await workflow.execute_activity_method(
-            ReplicateActivities.cancel_training,
-            training.training_id,
-            task_queue=REPLICATE_TASK_QUEUE,
-            start_to_close_timeout=REPLICATE_TIMEOUT,
-            retry_policy=VENDOR_RETRY,
-            summary="cancel the training",
-        )
+        await cancel(training.training_id)
         return TrainingStatus(
             training_id=training.training_id, status="failed", error="Training did not finish in time"
         )
+
+
+async def cancel(training_id: str) -> None:
+    """Cancel the training at Replicate."""
+    await workflow.execute_activity_method(
+        ReplicateActivities.cancel_training,
+        training_id,
+        task_queue=REPLICATE_TASK_QUEUE,
+        start_to_close_timeout=REPLICATE_TIMEOUT,
+        retry_policy=VENDOR_RETRY,
+        summary="cancel the training",
+    )
 
 
 async def record_outcome(version_id: uuid.UUID, status: TrainingStatus) -> None:
@@ -153,9 +168,10 @@ async def record_outcome(version_id: uuid.UUID, status: TrainingStatus) -> None:
     )
 
 
-async def refund(payment_id: uuid.UUID, reason: str) -> None:
+async def refund(payment_id: uuid.UUID, reason: str) -> RefundResult:
     """Refund the payment (idempotent at Stripe)."""
-    await workflow.execute_activity_method(
+    metrics.refund()
+    return await workflow.execute_activity_method(
         PaymentActivities.refund_payment,
         RefundRequest(payment_id=payment_id, reason=reason),
         start_to_close_timeout=REPLICATE_TIMEOUT,

@@ -11,7 +11,7 @@ import stripe
 from fastapi import APIRouter
 from stripe.params.checkout import SessionCreateParams
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, StateDep
@@ -24,7 +24,8 @@ from api.schemas.payments import (
 )
 from ecomdream.clients.stripe import create_checkout_session, resolve_promotion_code
 from ecomdream.contracts import addon_id, journey_id
-from ecomdream.contracts.payment import AddonInput, JourneyInput, PlanTerms
+from ecomdream.contracts.payment import AddonInput, JourneyInput, JourneyStage, PlanTerms
+from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME
 from ecomdream.db.session import transaction
 from ecomdream.errors import BadRequest, Conflict, Gone, NotFound, ServiceUnavailable
 from ecomdream.models import Payment, PaymentStatus, Plan, VersionStatus
@@ -150,6 +151,17 @@ async def _mark(state: StateDep, payment_id: uuid.UUID, status: PaymentStatus) -
         await PaymentRepository(session).set_status(payment_id, status, datetime.now(UTC))
 
 
+def start_attributes(payment_id: uuid.UUID, terms: PlanTerms) -> TypedSearchAttributes:
+    """Search attributes set at start, so a journey is findable before its first task runs."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PAYMENT_ID, str(payment_id)),
+            SearchAttributePair(PLAN_NAME, terms.plan_name),
+            SearchAttributePair(JOURNEY_STAGE, JourneyStage.AWAITING_PAYMENT.value),
+        ]
+    )
+
+
 def workflow_input(
     payment_id: uuid.UUID,
     terms: PlanTerms,
@@ -192,6 +204,7 @@ async def _start_payment_workflow(
         task_queue=state.settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"{terms.plan_name} — payment {payment_id}",
+        search_attributes=start_attributes(payment_id, terms),
     )
 
 

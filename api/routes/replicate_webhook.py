@@ -17,6 +17,7 @@ from ecomdream.clients.replicate import prediction_status, training_status, veri
 from ecomdream.contracts.prompt import PredictionEvent
 from ecomdream.contracts.training import TrainingEvent
 from ecomdream.errors import BadRequest, ServiceUnavailable
+from ecomdream.metrics import WEBHOOKS
 from workflows.journey import JourneyWorkflow
 from workflows.prompt import PromptWorkflow
 
@@ -52,6 +53,7 @@ async def replicate_webhook(
         verify_webhook(headers, raw, await webhook_secret(state))
     except WebhookValidationError as exc:
         log.warning("rejected Replicate webhook: %s", type(exc).__name__)
+        WEBHOOKS.labels("replicate", "bad_signature").inc()
         raise BadRequest("Invalid Replicate signature") from exc
     if not TARGET.match(target):
         raise BadRequest("Unknown webhook target")
@@ -71,4 +73,7 @@ async def replicate_webhook(
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         log.info("Replicate webhook for %s arrived after the workflow ended", target)
+        WEBHOOKS.labels("replicate", "late").inc()
+        return WebhookAck()
+    WEBHOOKS.labels("replicate", "accepted").inc()
     return WebhookAck()

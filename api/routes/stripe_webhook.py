@@ -12,11 +12,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import StateDep
-from api.routes.payments import workflow_input
+from api.routes.payments import start_attributes, workflow_input
 from api.schemas.payments import WebhookAck
 from ecomdream.contracts.payment import PaymentEvent, PaymentEventKind, PlanTerms
 from ecomdream.db.session import transaction
 from ecomdream.errors import BadRequest
+from ecomdream.metrics import WEBHOOKS
 from ecomdream.models import Payment, PaymentStatus
 from ecomdream.repositories.payments import PaymentRepository, PlanRepository
 from ecomdream.repositories.versions import VersionRepository
@@ -53,8 +54,10 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
         )
     except (stripe.SignatureVerificationError, ValueError) as exc:
         log.warning("rejected Stripe webhook: %s", type(exc).__name__)
+        WEBHOOKS.labels("stripe", "bad_signature").inc()
         raise BadRequest("Invalid Stripe signature") from exc
     if event.type not in HANDLED:
+        WEBHOOKS.labels("stripe", "ignored").inc()
         return WebhookAck()
     obj: dict[str, Any] = (
         event.data.object.to_dict() if hasattr(event.data.object, "to_dict") else dict(event.data.object)
@@ -83,6 +86,7 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
     )
     terms = PlanTerms(plan_id=plan.id, plan_name=plan.plan_name, images=plan.feature_amount_images)
     await _deliver(state, payment, terms, target, signal)
+    WEBHOOKS.labels("stripe", "accepted").inc()
     return WebhookAck()
 
 
@@ -123,6 +127,7 @@ async def _deliver(
             start_signal="payment_event",
             start_signal_args=[event],
             static_summary=f"{terms.plan_name} — payment {payment.id}",
+            search_attributes=start_attributes(payment.id, terms),
         )
         return
     try:

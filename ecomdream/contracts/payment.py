@@ -91,6 +91,7 @@ class JourneyState(Contract):
     prompts_served: int = 0
     runs: int = 1
     applied_addons: tuple[uuid.UUID, ...] = ()
+    applied_grants: tuple[uuid.UUID, ...] = ()
     error: str | None = None
 
 
@@ -149,3 +150,34 @@ class QuotaUpdate(Contract):
 
 
 JourneyInput.model_rebuild()
+
+
+class CancelRequest(Contract):
+    """Operator action: stop the journey (cancels a running training and refunds)."""
+
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class OperatorRefund(Contract):
+    """Operator action: refund the payment now (idempotent)."""
+
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class GrantRequest(Contract):
+    """Operator action: add images to the model's quota; recorded in the ledger."""
+
+    grant_id: uuid.UUID
+    images: int = Field(gt=0, le=100_000)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class GrantRecord(Contract):
+    """Activity input: write a grant to the ledger and the new quota to the read model."""
+
+    grant_id: uuid.UUID
+    payment_id: uuid.UUID
+    version_id: uuid.UUID | None
+    images: int
+    images_quota: int
+    reason: str

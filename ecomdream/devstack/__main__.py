@@ -42,6 +42,8 @@ def banner(stack: Stack) -> str:
         f"  API              {stack.api_url}",
         f"  API docs         {stack.api_url}/docs",
         f"  readiness        {stack.api_url}/ready",
+        f"  API metrics      http://127.0.0.1:{p.metrics}/metrics",
+        f"  worker metrics   http://127.0.0.1:{p.worker_metrics}/metrics",
         f"  Temporal         127.0.0.1:{p.temporal}",
         f"  Temporal Web UI  http://127.0.0.1:{p.temporal_ui}",
         f"  Postgres         {stack.postgres.url(driver='postgresql')}",

@@ -37,6 +37,8 @@ class StackPorts:
     s3: int = 8333
     stripe: int = 12111
     replicate: int = 12112
+    metrics: int = 9100
+    worker_metrics: int = 9101
 
     def resolved(self) -> StackPorts:
         """A copy where every 0 is replaced by a free port."""
@@ -53,6 +55,8 @@ class StackPorts:
             s3=pick(self.s3),
             stripe=pick(self.stripe),
             replicate=pick(self.replicate),
+            metrics=pick(self.metrics),
+            worker_metrics=pick(self.worker_metrics),
         )
 
 
@@ -102,6 +106,8 @@ class Stack:
         env = {
             "ECOMDREAM_API_HOST": "127.0.0.1",
             "ECOMDREAM_API_PORT": str(self.ports.api),
+            "ECOMDREAM_METRICS_PORT": str(self.ports.metrics),
+            "ECOMDREAM_WORKER_METRICS_PORT": str(self.ports.worker_metrics),
             "ECOMDREAM_PUBLIC_API_URL": self.api_url,
             "ECOMDREAM_DATABASE_URL": self.postgres.url(),
             "ECOMDREAM_TEMPORAL_ADDRESS": self.temporal.address,

@@ -1,7 +1,17 @@
 """ORM models; importing this package registers every table on `Base.metadata`."""
 
-from ecomdream.models.payment import Payment, PaymentStatus, Plan
+from ecomdream.models.payment import Payment, PaymentStatus, Plan, QuotaGrant
 from ecomdream.models.prompt import Image, Prompt, PromptStatus
 from ecomdream.models.version import Version, VersionStatus
 
-__all__ = ["Image", "Payment", "PaymentStatus", "Plan", "Prompt", "PromptStatus", "Version", "VersionStatus"]
+__all__ = [
+    "Image",
+    "Payment",
+    "PaymentStatus",
+    "Plan",
+    "Prompt",
+    "PromptStatus",
+    "QuotaGrant",
+    "Version",
+    "VersionStatus",
+]

@@ -72,3 +72,16 @@ class Payment(CreatedAtMixin, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QuotaGrant(CreatedAtMixin, Base):
+    """An operator's grant of extra images: the audit trail of every quota change made by hand."""
+
+    __tablename__ = "quota_grants"
+    __table_args__ = (CheckConstraint("images > 0", name="images_positive"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), nullable=False, index=True)
+    version_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("versions.id"), index=True)
+    images: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(200), nullable=False)
