@@ -40,6 +40,21 @@ class StackPorts:
     metrics: int = 9100
     worker_metrics: int = 9101
 
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Every port picked freely and no Web UI: for tests and benchmarks beside a running `make dev`."""
+        return cls(
+            api=0,
+            postgres=0,
+            temporal=0,
+            temporal_ui=None,
+            s3=0,
+            stripe=0,
+            replicate=0,
+            metrics=0,
+            worker_metrics=0,
+        )
+
     def resolved(self) -> StackPorts:
         """A copy where every 0 is replaced by a free port."""
 

@@ -17,7 +17,7 @@ from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VER
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, pay, payment_row, wait_stage
 from tests.api.test_prompts import prompt, ready_model
-from tests.api.test_training import as_files, info, staged_keys, train
+from tests.api.test_training import as_files, info, paid_payment, staged_keys, train
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
 from workflows.journey import JourneyWorkflow
@@ -103,10 +103,7 @@ class TestOperatorActions:
         replicate_knobs: httpx.AsyncClient,
     ) -> None:
         await replicate_knobs.post("/_sandbox/config", json={"training_seconds": 60})
-        created = await create_payment(api)
-        payment_id = created["payment_id"]
-        await pay(created["url"])
-        await wait_stage(temporal, payment_id, "paid")
+        payment_id = await paid_payment(api, temporal)
         version_id = (await train(api, payment_id, as_files(valid_photos(5)))).json()["version_id"]
         handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
         state: JourneyState = await handle.execute_update(

@@ -104,18 +104,7 @@ async def record(stack: Stack) -> None:
 def main() -> None:
     """Start a throwaway stack, record, stop."""
     with tempfile.TemporaryDirectory() as tmp:
-        ports = StackPorts(
-            api=0,
-            postgres=0,
-            temporal=0,
-            temporal_ui=None,
-            s3=0,
-            stripe=0,
-            replicate=0,
-            metrics=0,
-            worker_metrics=0,
-        )
-        stack = Stack(data_dir=Path(tmp), ports=ports, extra_env=TEST_PACE)
+        stack = Stack(data_dir=Path(tmp), ports=StackPorts.free(), extra_env=TEST_PACE)
         try:
             stack.start()
             asyncio.run(record(stack))
