@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     replicate_api_token: SecretStr | None = None
     replicate_api_base: str | None = None
     replicate_webhook_secret: SecretStr | None = Field(
-        default=None, description="Fetched from Replicate at start-up when not set."
+        default=None, description="Fetched from Replicate on the first webhook when not set."
     )
     replicate_owner: str = "ecomdream"
     replicate_trainer: str = "ostris/flux-dev-lora-trainer"
