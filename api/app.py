@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
-from api.errors import install_error_handlers
+from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
 from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Pay, upload photos, train a personal image model, generate images.",
         version="0.1.0",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
     app.middleware("http")(observe_http)

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
@@ -16,6 +17,19 @@ from ecomdream.errors import EcomdreamError
 log = logging.getLogger("ecomdream.api")
 
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable, please retry in a moment"
+
+
+class ErrorPublic(BaseModel):
+    """Every error: the HTTP status again and a sentence for the customer."""
+
+    code: int
+    message: str
+
+
+# Declared on the app so the OpenAPI document shows our error shape, not FastAPI's `detail` list.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    422: {"model": ErrorPublic, "description": "The request is malformed; the message names the field"}
+}
 
 
 def error_response(status: int, message: str, **extra: object) -> JSONResponse:

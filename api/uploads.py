@@ -37,6 +37,16 @@ class _LimitedParser(MultiPartParser):
         super().__init__(request.headers, stream, max_files=limits.max_files, max_fields=100)
         self.limits = limits
         self._sizes: dict[int, int] = {}
+        self.complete = False
+        self.parts_seen = 0
+
+    def on_part_begin(self) -> None:
+        self.parts_seen += 1
+        super().on_part_begin()
+
+    def on_end(self) -> None:
+        # Called only when the closing boundary arrives: without it the body was cut off.
+        self.complete = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._current_part
@@ -100,6 +110,11 @@ async def parse_photos(request: Request, limits: UploadLimits) -> ParsedUpload:
         raise BadRequest(f"The upload could not be read: {exc.message}") from exc
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     parsed = ParsedUpload(files=files)
+    if not parser.complete and parser.parts_seen:
+        # An interrupted upload (an empty body is just "no photos", below): training on the photos that happened to arrive whole is not what
+        # the customer asked for.
+        await parsed.close()
+        raise BadRequest("The upload was cut off before it finished; please send all the photos again")
     total = sum(f.size or 0 for f in files)
     if total > limits.max_total_bytes:
         await parsed.close()

@@ -23,6 +23,7 @@ import io
 import math
 import os
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import IO, Final, TypeAlias
@@ -107,6 +108,17 @@ _EXIF_ORIENTATION_TAG: Final = 0x0112
 # Header scans give up after this much input: a real photo has its size long before that.
 _MAX_HEADER_SCAN: Final = 32 * 1024 * 1024
 _MAX_META_BOX: Final = 16 * 1024 * 1024
+# Structure counts no camera or editor comes near. A file past them is refused as corrupt before
+# any decoder walks it: millions of 4-byte segments would otherwise hold the GIL for seconds.
+_MAX_JPEG_SEGMENTS: Final = 2_000
+_MAX_JPEG_FILL_BYTES: Final = 1_024
+_MAX_PNG_CHUNKS: Final = 100_000
+# How far into a text file we look for an SVG root element (XML prologs and comments come first).
+_SVG_SNIFF_BYTES: Final = 4096
+
+
+class _Malformed(Exception):
+    """A file's structure is broken or built to exhaust us; the customer hears MSG_CORRUPT."""
 
 
 class ImageProblem(BaseModel):
@@ -202,6 +214,11 @@ def _check_stream(fp: IO[bytes], *, min_side: int, max_pixels: int) -> str | Non
     if not head:
         return MSG_EMPTY
     content_type = sniff_format(head)
+    if content_type is None and head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        # XML prologs, doctypes and generator comments can push an SVG's root element far back.
+        text = (head + fp.read(_SVG_SNIFF_BYTES - len(head))).lower()
+        if b"<svg" in text:
+            content_type = "image/svg+xml"
     if content_type is None:
         return MSG_UNREADABLE
     if content_type not in _ACCEPTED:
@@ -212,7 +229,13 @@ def _check_stream(fp: IO[bytes], *, min_side: int, max_pixels: int) -> str | Non
     # Pillow refuses anything above twice its global limit, so that caps what a caller may allow.
     limit = _effective_limit(max_pixels)
     fp.seek(start)
-    header_size = _header_size(fp, content_type)
+    try:
+        header_size = _header_size(fp, content_type)
+        if content_type == "image/png":
+            fp.seek(start)
+            _check_png_chunks(fp)
+    except _Malformed:
+        return MSG_CORRUPT
     if header_size is not None and header_size[0] * header_size[1] > limit:
         return _too_large(header_size, limit)
 
@@ -441,39 +464,80 @@ _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
 def _jpeg_size(fp: IO[bytes]) -> tuple[int, int] | None:
-    """Size from the first SOF segment, skipping (possibly huge) APPn metadata by segment length."""
+    """Size from the frame header, walking (possibly huge) APPn metadata by segment length.
+
+    The walk goes on to the start of scan, so every segment a decoder would parse has been counted:
+    floods of tiny segments or fill bytes raise ``_Malformed`` instead of costing seconds.
+    """
     start = fp.tell()
     if fp.read(2) != b"\xff\xd8":
         return None
-    while fp.tell() - start < _MAX_HEADER_SCAN:
+    size: tuple[int, int] | None = None
+    for _ in range(_MAX_JPEG_SEGMENTS):
+        if fp.tell() - start >= _MAX_HEADER_SCAN:
+            return size
         byte = fp.read(1)
         if byte != b"\xff":
-            return None
+            return size
         marker = 0xFF
+        fill = 0
         while marker == 0xFF:
             raw = fp.read(1)
             if not raw:
-                return None
+                return size
             marker = raw[0]
+            fill += 1
+            if fill > _MAX_JPEG_FILL_BYTES:
+                raise _Malformed("fill-byte flood")
         if marker in _JPEG_STANDALONE:
             continue
         if marker in {0xD9, 0xDA}:
-            # EOI or start of scan before any frame header: malformed.
-            return None
+            # Start of scan ends the header; EOI before a frame header is malformed.
+            return size
         length_raw = fp.read(2)
         if len(length_raw) < 2:
-            return None
+            return size
         length = int.from_bytes(length_raw, "big")
         if length < 2:
-            return None
-        if marker in _JPEG_SOF:
+            return size
+        if marker in _JPEG_SOF and size is None:
             frame = fp.read(5)
             if len(frame) < 5:
                 return None
             height, width = struct.unpack(">HH", frame[1:5])
-            return _positive(width, height)
+            size = _positive(width, height)
+            fp.seek(length - 7, io.SEEK_CUR)
+            continue
         fp.seek(length - 2, io.SEEK_CUR)
-    return None
+    raise _Malformed("segment flood")
+
+
+def _check_png_chunks(fp: IO[bytes]) -> None:
+    """Verify every chunk's CRC up to IEND: Pillow checks none of the pixel data's checksums."""
+    if fp.read(8) != b"\x89PNG\r\n\x1a\n":
+        raise _Malformed("signature")
+    for _ in range(_MAX_PNG_CHUNKS):
+        header = fp.read(8)
+        if len(header) < 8:
+            # Truncated before IEND: Pillow's decode reports it the same way.
+            raise _Malformed("truncated")
+        length = int.from_bytes(header[:4], "big")
+        if length > 0x7FFFFFFF:
+            raise _Malformed("chunk length")
+        crc = zlib.crc32(header[4:8])
+        remaining = length
+        while remaining:
+            block = fp.read(min(remaining, 1 << 20))
+            if not block:
+                raise _Malformed("truncated")
+            crc = zlib.crc32(block, crc)
+            remaining -= len(block)
+        stored = fp.read(4)
+        if len(stored) < 4 or int.from_bytes(stored, "big") != crc:
+            raise _Malformed("chunk checksum")
+        if header[4:8] == b"IEND":
+            return
+    raise _Malformed("chunk flood")
 
 
 def _webp_size(head: bytes) -> tuple[int, int] | None:

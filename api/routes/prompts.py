@@ -7,7 +7,7 @@ import base64
 import binascii
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -193,8 +193,12 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         at, prompt_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), uuid.UUID(prompt_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None:
+            raise ValueError("cursor time without a zone")
+        # Postgres compares in UTC: a time that falls outside years 1-9999 there is no cursor of ours.
+        return created_at.astimezone(UTC), uuid.UUID(prompt_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest("Invalid cursor; use the next_cursor of a previous page") from exc
 
 

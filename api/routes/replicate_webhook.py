@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
 from replicate.exceptions import ReplicateException
 from replicate.webhook import WebhookValidationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -26,6 +28,26 @@ router = APIRouter(prefix="/api/v1/replicate", tags=["webhooks"])
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 TARGET = re.compile(rf"^(journey|prompt)-{UUID}$")
+
+
+class _ReplicateBody(BaseModel):
+    """The members of a training or prediction we read; their types are checked, the rest ignored."""
+
+    model_config = ConfigDict(strict=True)
+
+    id: str
+    status: str
+    logs: str | None = None
+    error: Any = None
+
+
+class _TrainingBody(_ReplicateBody):
+    output: dict[str, Any] | None = None
+
+
+class _PredictionBody(_ReplicateBody):
+    output: list[str] | str | None = None
+    metrics: dict[str, Any] | None = None
 
 
 async def webhook_secret(state: StateDep) -> str:
@@ -51,7 +73,8 @@ async def replicate_webhook(
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         verify_webhook(headers, raw, await webhook_secret(state))
-    except WebhookValidationError as exc:
+    except (WebhookValidationError, ValueError) as exc:
+        # ValueError: a timestamp header that is not an integer, which the SDK does not catch.
         log.warning("rejected Replicate webhook: %s", type(exc).__name__)
         WEBHOOKS.labels("replicate", "bad_signature").inc()
         raise BadRequest("Invalid Replicate signature") from exc
@@ -61,9 +84,16 @@ async def replicate_webhook(
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadRequest("The webhook body is not JSON") from exc
+    is_training = target.startswith("journey-")
+    try:
+        (_TrainingBody if is_training else _PredictionBody).model_validate(body)
+    except ValidationError as exc:
+        WEBHOOKS.labels("replicate", "malformed").inc()
+        kind = "training" if is_training else "prediction"
+        raise BadRequest(f"The webhook body is not a Replicate {kind}") from exc
     handle = state.temporal.get_workflow_handle(target)
     try:
-        if target.startswith("journey-"):
+        if is_training:
             event = TrainingEvent(webhook_id=headers["webhook-id"], training=training_status(body))
             await handle.signal(JourneyWorkflow.training_event, event)
         else:

@@ -8,6 +8,7 @@ from typing import Any
 
 import stripe
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -28,19 +29,45 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 HANDLED = {kind.value for kind in PaymentEventKind}
 
 
-def _payment_id(obj: dict[str, Any]) -> uuid.UUID | None:
-    raw = obj.get("client_reference_id") or (obj.get("metadata") or {}).get("payment_id")
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        return None
+class _CustomerDetails(BaseModel):
+    email: str | None = None
 
 
-def _intent_id(obj: dict[str, Any]) -> str | None:
-    intent = obj.get("payment_intent")
-    if isinstance(intent, dict):
-        return str(intent.get("id")) if intent.get("id") else None
-    return str(intent) if intent else None
+class _ExpandedIntent(BaseModel):
+    id: str
+
+
+class _CheckoutSession(BaseModel):
+    """The parts of a Checkout Session we use; anything else Stripe sends is ignored."""
+
+    id: str
+    client_reference_id: str | None = None
+    metadata: dict[str, str] | None = None
+    payment_intent: str | _ExpandedIntent | None = None
+    payment_status: str | None = None
+    amount_total: int | None = None
+    customer_details: _CustomerDetails | None = None
+
+    def payment_id(self) -> uuid.UUID | None:
+        raw = self.client_reference_id or (self.metadata or {}).get("payment_id")
+        try:
+            return uuid.UUID(str(raw))
+        except ValueError:
+            return None
+
+    def intent_id(self) -> str | None:
+        intent = self.payment_intent
+        return intent.id if isinstance(intent, _ExpandedIntent) else intent or None
+
+
+class _EventData(BaseModel):
+    object: dict[str, Any]
+
+
+class _Event(BaseModel):
+    id: str
+    type: str
+    data: _EventData
 
 
 @router.post("/webhook", response_model=WebhookAck, responses={400: {"description": "Bad signature"}})
@@ -49,40 +76,45 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
     payload = await request.body()
     signature = request.headers.get("stripe-signature", "")
     try:
-        event = stripe.Webhook.construct_event(
-            payload, signature, state.settings.stripe_webhook_secret.get_secret_value()
+        # The official check (signature and timestamp tolerance); the body is parsed by us below.
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8"), signature, state.settings.stripe_webhook_secret.get_secret_value()
         )
     except (stripe.SignatureVerificationError, ValueError) as exc:
         log.warning("rejected Stripe webhook: %s", type(exc).__name__)
         WEBHOOKS.labels("stripe", "bad_signature").inc()
         raise BadRequest("Invalid Stripe signature") from exc
+    try:
+        event = _Event.model_validate_json(payload)
+    except ValidationError as exc:
+        WEBHOOKS.labels("stripe", "malformed").inc()
+        raise BadRequest("The webhook body is not a Stripe event") from exc
     if event.type not in HANDLED:
         WEBHOOKS.labels("stripe", "ignored").inc()
         return WebhookAck()
-    obj: dict[str, Any] = (
-        event.data.object.to_dict() if hasattr(event.data.object, "to_dict") else dict(event.data.object)
-    )
-    payment_id = _payment_id(obj)
+    try:
+        obj = _CheckoutSession.model_validate(event.data.object)
+    except ValidationError as exc:
+        WEBHOOKS.labels("stripe", "malformed").inc()
+        raise BadRequest("The webhook event is not a Checkout Session") from exc
+    payment_id = obj.payment_id()
     async with transaction(state.sessionmaker) as session:
         payment = await PaymentRepository(session).get(payment_id) if payment_id else None
         if payment is None:
-            log.warning(
-                "Stripe event %s for an unknown payment (%s)", event.id, obj.get("client_reference_id")
-            )
+            log.warning("Stripe event %s for an unknown payment (%s)", event.id, obj.client_reference_id)
             return WebhookAck()
-        details = obj.get("customer_details") or {}
         await PaymentRepository(session).record_checkout_details(
             payment.id,
-            session_id=str(obj.get("id")),
-            payment_intent_id=_intent_id(obj),
-            amount_paid=obj.get("amount_total") if obj.get("payment_status") != "unpaid" else None,
-            email=details.get("email"),
+            session_id=obj.id,
+            payment_intent_id=obj.intent_id(),
+            amount_paid=obj.amount_total if obj.payment_status != "unpaid" else None,
+            email=obj.customer_details.email if obj.customer_details else None,
         )
         target = await _target(session, payment)
         plan = await PlanRepository(session).get(payment.plan_id)
         assert plan is not None
     signal = PaymentEvent(
-        event_id=event.id, kind=PaymentEventKind(event.type), payment_status=obj.get("payment_status")
+        event_id=event.id, kind=PaymentEventKind(event.type), payment_status=obj.payment_status
     )
     terms = PlanTerms(plan_id=plan.id, plan_name=plan.plan_name, images=plan.feature_amount_images)
     await _deliver(state, payment, terms, target, signal)

@@ -33,7 +33,8 @@ class PaymentCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    plan_id: int = Field(gt=0, lt=2**31)
+    # Strict: `true` or `"1"` is not a plan id; a client sending them has a bug we should show it.
+    plan_id: int = Field(gt=0, lt=2**31, strict=True)
     promocode_id: str | None = Field(
         default=None, max_length=255, description="Promotion code id or the code"
     )

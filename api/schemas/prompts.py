@@ -19,11 +19,16 @@ class PromptCreate(BaseModel):
     prompt: str = Field(min_length=1, max_length=500, description="1-500 characters")
     negative_prompt: str | None = Field(default=None, max_length=500)
     amount_images: Literal[1, 4]
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    width: int | None = Field(default=None, description=f"One of {ALLOWED_SIZES}; give height too")
-    height: int | None = Field(default=None, description=f"One of {ALLOWED_SIZES}; give width too")
+    # Numbers are strict: `true` is not 1 image and `"512"` is not a size; coercing hides client bugs.
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, strict=True)
+    width: int | None = Field(
+        default=None, strict=True, description=f"One of {ALLOWED_SIZES}; give height too"
+    )
+    height: int | None = Field(
+        default=None, strict=True, description=f"One of {ALLOWED_SIZES}; give width too"
+    )
     guidance_scale: float | None = Field(default=None, ge=0, le=20)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=50)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=50, strict=True)
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -36,6 +41,22 @@ class PromptCreate(BaseModel):
     def strip_negative(cls, value: object) -> object:
         """An empty negative prompt means none."""
         return (value.strip() or None) if isinstance(value, str) else value
+
+    @field_validator("amount_images", mode="before")
+    @classmethod
+    def not_a_bool(cls, value: object) -> object:
+        """`true` equals 1 to Python; it is still not a number of images."""
+        if isinstance(value, bool):
+            raise ValueError("must be 1 or 4")
+        return value
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def no_nul(cls, value: str | None) -> str | None:
+        """NUL cannot be stored as text (Postgres refuses it) and never belongs in a prompt."""
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @field_validator("width", "height")
     @classmethod

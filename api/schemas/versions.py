@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class TrainingStarted(BaseModel):
@@ -25,11 +25,13 @@ class PhotoErrorPublic(BaseModel):
 
 
 class PhotosRejected(BaseModel):
-    """Every problem with the upload at once."""
+    """A bad request; when photos were judged unusable, every problem with them at once."""
 
     code: int = 400
     message: str
-    errors: list[PhotoErrorPublic]
+    errors: list[PhotoErrorPublic] = Field(
+        default_factory=list, description="One entry per unusable photo (absent for other problems)"
+    )
 
 
 class VersionInfo(BaseModel):
