@@ -55,7 +55,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             activities=activities.main,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
-        # Server-side limit for the whole queue: every worker together stays under Replicate's rate limit.
+        # Server-side limit for the whole queue (every worker together), on top of each worker's paced
+        # HTTP client (activities make one to three calls each, and the SDK retries some of them).
         replicate = Worker(
             client,
             task_queue=REPLICATE_TASK_QUEUE,

@@ -55,7 +55,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
         steps=settings.training_steps,
         webhook_base=f"{settings.public_api_url.rstrip('/')}/api/v1/replicate/webhook",
     )
-    replicate_client = create_replicate_client(settings)
+    replicate_client = create_replicate_client(settings, paced=True)
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     # Replicate serves outputs only to authenticated requests; the token is ours to send.

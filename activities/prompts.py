@@ -35,22 +35,8 @@ class PromptActivities:
     @activity.defn
     async def record_prompt_started(self, started: PromptStarted) -> None:
         """Insert the running prompt (idempotent on the prompt id)."""
-        spec = started.spec
         async with transaction(self.sessionmaker) as session:
-            await PromptRepository(session).start(
-                started.prompt_id,
-                started.version_id,
-                {
-                    "prompt_text": spec.prompt,
-                    "negative_prompt": spec.negative_prompt,
-                    "amount_images": spec.num_outputs,
-                    "width": spec.width,
-                    "height": spec.height,
-                    "seed": spec.seed,
-                    "guidance_scale": spec.guidance_scale,
-                    "num_inference_steps": spec.num_inference_steps,
-                },
-            )
+            await PromptRepository(session).start_spec(started.prompt_id, started.version_id, started.spec)
 
     async def _copy_one(self, copy: ImageCopy, position: int, url: str) -> CopiedImage:
         response = await self.http.get(url)

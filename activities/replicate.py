@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
@@ -38,14 +39,15 @@ def destination_name(version_id: object) -> str:
     return f"ecomdream-{version_id}"
 
 
-def _vendor_error(error: ReplicateError) -> ApplicationError | ReplicateError:
+def _reraise(error: ReplicateError) -> NoReturn:
+    """Let a transient error be retried as it is; turn a refusal into a non-retryable failure."""
     if is_transient(error):
-        return error
-    return ApplicationError(
+        raise error
+    raise ApplicationError(
         f"Replicate refused the request: {error.detail or error}",
         type="ReplicateRejected",
         non_retryable=True,
-    )
+    ) from error
 
 
 class ReplicateActivities:
@@ -64,6 +66,8 @@ class ReplicateActivities:
             version = await VersionRepository(session).get(request.version_id)
             if version is not None and version.training_id:
                 return version.training_id
+        if activity.info().attempt == 1:
+            return None
         # A previous attempt may have created the training and died before storing its id.
         page = await self.client.trainings.async_list()
         for training in page.results:
@@ -73,18 +77,14 @@ class ReplicateActivities:
         return None
 
     async def _ensure_destination(self, name: str) -> None:
+        # One call in the usual case: each version gets a new model; 409 means a previous attempt made it.
         try:
-            await self.client.models.async_get(f"{self.setup.owner}/{name}")
+            await self.client.models.async_create(
+                owner=self.setup.owner, name=name, visibility="private", hardware=self.setup.hardware
+            )
         except ReplicateError as error:
-            if error.status != 404:
-                raise _vendor_error(error) from error
-            try:
-                await self.client.models.async_create(
-                    owner=self.setup.owner, name=name, visibility="private", hardware=self.setup.hardware
-                )
-            except ReplicateError as create_error:
-                if create_error.status != 409:  # created meanwhile by a previous attempt
-                    raise _vendor_error(create_error) from create_error
+            if error.status != 409:
+                _reraise(error)
 
     @activity.defn
     async def create_training(self, request: TrainingCreate) -> TrainingStatus:
@@ -111,7 +111,7 @@ class ReplicateActivities:
                     webhook_events_filter=["completed"],
                 )
             except ReplicateError as error:
-                raise _vendor_error(error) from error
+                _reraise(error)
             existing = str(training.id)
         async with transaction(self.sessionmaker) as session:
             await VersionRepository(session).set_training(request.version_id, existing, request.zip_key)
@@ -123,7 +123,7 @@ class ReplicateActivities:
         try:
             training = await self.client.trainings.async_get(poll.training_id)
         except ReplicateError as error:
-            raise _vendor_error(error) from error
+            _reraise(error)
         status = training_status(training)
         if status.progress is not None and not status.finished:
             async with transaction(self.sessionmaker) as session:
@@ -143,7 +143,7 @@ class ReplicateActivities:
             await self.client.trainings.async_cancel(training_id)
         except ReplicateError as error:
             if error.status not in {404, 409, 422}:
-                raise _vendor_error(error) from error
+                _reraise(error)
 
 
 def prediction_input(spec: PromptSpec) -> dict[str, object]:
@@ -176,16 +176,27 @@ class PredictionActivities:
             prompt = await PromptRepository(session).get(request.prompt_id)
             if prompt is not None and prompt.prediction_id:
                 return prompt.prediction_id
-        # A previous attempt may have created it and died before storing its id: the seed is unique per prompt.
+        if activity.info().attempt == 1:
+            # Nothing can have been created for this prompt before its first attempt.
+            return None
+        # A previous attempt may have created it and died before storing its id. Its webhook names this
+        # prompt's workflow, but Replicate's list does not show webhooks: match the whole input, and never
+        # take a prediction another prompt (the same text and seed regenerated) already owns.
         page = await self.client.predictions.async_list()
         wanted = prediction_input(request.spec)
-        for prediction in page.results:
-            given = prediction.input or {}
-            if str(prediction.version).endswith(request.model_version.split(":")[-1]) and all(
-                given.get(k) == wanted[k] for k in ("prompt", "seed", "num_outputs")
-            ):
-                return str(prediction.id)
-        return None
+        version = request.model_version.split(":")[-1]
+        candidates = [
+            str(prediction.id)
+            for prediction in page.results
+            if str(prediction.version).endswith(version)
+            and all((prediction.input or {}).get(k) == v for k, v in wanted.items())
+            and prediction.status not in {"failed", "canceled"}
+        ]
+        if not candidates:
+            return None
+        async with transaction(self.sessionmaker) as session:
+            owned = await PromptRepository(session).owned_predictions(candidates)
+        return next((c for c in candidates if c not in owned), None)
 
     @activity.defn
     async def create_prediction(self, request: PredictionCreate) -> PredictionStatus:
@@ -200,7 +211,7 @@ class PredictionActivities:
                     webhook_events_filter=["completed"],
                 )
             except ReplicateError as error:
-                raise _vendor_error(error) from error
+                _reraise(error)
             existing = str(prediction.id)
         async with transaction(self.sessionmaker) as session:
             await PromptRepository(session).set_prediction(request.prompt_id, existing)
@@ -212,7 +223,7 @@ class PredictionActivities:
         try:
             prediction = await self.client.predictions.async_get(poll.prediction_id)
         except ReplicateError as error:
-            raise _vendor_error(error) from error
+            _reraise(error)
         status = prediction_status(prediction)
         if not status.finished:
             raise ApplicationError(
@@ -229,4 +240,4 @@ class PredictionActivities:
             await self.client.predictions.async_cancel(prediction_id)
         except ReplicateError as error:
             if error.status not in {404, 409, 422}:
-                raise _vendor_error(error) from error
+                _reraise(error)

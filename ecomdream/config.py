@@ -23,7 +23,10 @@ class ProviderMode(StrEnum):
 class Settings(BaseSettings):
     """Every knob of the service; see `.env.example` for the full list with defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="ECOMDREAM_", env_file=".env", extra="ignore")
+    # env_ignore_empty: an empty line copied from .env.example means "use the default", not "".
+    model_config = SettingsConfigDict(
+        env_prefix="ECOMDREAM_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     env: str = "development"
     api_host: str = "127.0.0.1"
@@ -70,11 +73,26 @@ class Settings(BaseSettings):
     replicate_trainer: str = "ostris/flux-dev-lora-trainer"
     replicate_trainer_version: str = "b6af14222e6bd9be257cbc1ea4afda3cd0503e1133083b9d1de0364d8568e6ef"
     replicate_hardware: str = "gpu-t4"
-    replicate_requests_per_second: float = Field(default=5.0, gt=0)
+    replicate_requests_per_second: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Replicate API requests per second: each worker spaces its calls (retries included) to this "
+            "rate, and the Replicate task queue starts at most this many activities per second overall"
+        ),
+    )
     training_steps: int = Field(default=1000, ge=3, le=6000)
     training_poll_seconds: float = Field(default=30.0, gt=0)
     training_deadline_minutes: float = Field(default=120.0, gt=0)
 
+    prompt_accept_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a prompt request waits for the journey to take it (longer than a worker's "
+            "sticky-queue timeout, so a restarted worker does not turn prompts away)"
+        ),
+    )
     prompt_wait_seconds: float = Field(
         default=60.0, gt=0, description="How long a prompt request waits for images"
     )

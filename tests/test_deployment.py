@@ -757,3 +757,15 @@ class TestObservability:
     def test_sdk_counter_names_match_the_worker_runtime(self) -> None:
         # The dashboard's `temporal_*_total` names exist only while the worker exports counters with the suffix.
         assert "counters_total_suffix=True" in (ROOT / "worker.py").read_text()
+
+
+def test_env_example_lists_every_setting() -> None:
+    from ecomdream.config import Settings
+
+    text = (ROOT / ".env.example").read_text()
+    missing = [
+        f"ECOMDREAM_{name.upper()}"
+        for name in Settings.model_fields
+        if f"ECOMDREAM_{name.upper()}=" not in text
+    ]
+    assert missing == []

@@ -114,6 +114,9 @@ async def _public(storage: Storage, row: dict[str, Any]) -> PromptPublic:
     )
 
 
+QUEUED = "Your request is queued and will start shortly; its images will appear in the list when done"
+
+
 @router.post(
     "/create/{version_id}",
     status_code=201,
@@ -147,7 +150,7 @@ async def create_prompt(
     )
     handle = state.temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(version.payment_id))
     try:
-        async with asyncio.timeout(settings.prompt_wait_seconds):
+        async with asyncio.timeout(settings.prompt_accept_seconds):
             update = await handle.start_update(
                 JourneyWorkflow.create_prompt,
                 request,
@@ -156,8 +159,12 @@ async def create_prompt(
             )
     except WorkflowUpdateFailedError as exc:
         raise _rejection(exc) from exc
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-        raise ServiceUnavailable("Image generation is unavailable right now, please retry") from exc
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Temporal holds the request and hands it to the journey when a worker is back; there is no
+        # taking it back, so "retry" would generate (and charge) twice. Say where the result will be.
+        return JSONResponse(
+            PromptAccepted(prompt_id=prompt_id, message=QUEUED).model_dump(mode="json"), status_code=202
+        )
     try:
         async with asyncio.timeout(settings.prompt_wait_seconds):
             outcome = await update.result()
@@ -165,7 +172,10 @@ async def create_prompt(
         # A validator's rejection surfaces here: the update was never accepted.
         raise _rejection(exc) from exc
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        # Accepted and still running: the images will appear in the list when done.
+        # Accepted and still running: the images will appear in the list when done. The prompt's own
+        # workflow records it too, but a busy worker may not have yet; the customer can look it up now.
+        async with transaction(state.sessionmaker) as session:
+            await PromptRepository(session).start_spec(prompt_id, version_id, spec)
         return JSONResponse(PromptAccepted(prompt_id=prompt_id).model_dump(mode="json"), status_code=202)
     if outcome.status != "succeeded":
         raise UpstreamFailed(f"{outcome.error or 'Generation failed'}. No images were charged to your quota.")

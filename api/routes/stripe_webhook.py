@@ -78,7 +78,10 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
     try:
         # The official check (signature and timestamp tolerance); the body is parsed by us below.
         stripe.WebhookSignature.verify_header(
-            payload.decode("utf-8"), signature, state.settings.stripe_webhook_secret.get_secret_value()
+            payload.decode("utf-8"),
+            signature,
+            state.settings.stripe_webhook_secret.get_secret_value(),
+            tolerance=stripe.Webhook.DEFAULT_TOLERANCE,
         )
     except (stripe.SignatureVerificationError, ValueError) as exc:
         log.warning("rejected Stripe webhook: %s", type(exc).__name__)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
+import httpx
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks, WebhookSigningSecret
@@ -17,8 +20,39 @@ PROGRESS = re.compile(r"(\d{1,3})%\|")
 TRANSIENT_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-def create_replicate_client(settings: Settings) -> Client:
-    """A client with the configured token and base URL."""
+class PacedTransport(httpx.AsyncBaseTransport):
+    """Spaces requests evenly at `per_second`, so no one-second window sees more than that (+1 at the edge).
+
+    It sits under the SDK's own retry transport, so the SDK's retries of 429s and 5xx are paced too.
+    """
+
+    def __init__(self, per_second: float, wrapped: httpx.AsyncBaseTransport | None = None) -> None:
+        self.interval = 1.0 / per_second
+        self.wrapped = wrapped or httpx.AsyncHTTPTransport()
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        async with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+        return await self.wrapped.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()
+
+
+def create_replicate_client(settings: Settings, *, paced: bool = False) -> Client:
+    """A client with the configured token and base URL; `paced` holds it to the configured request rate."""
+    if paced:
+        return Client(
+            api_token=settings.replicate_token(),
+            base_url=settings.replicate_api_base,
+            transport=PacedTransport(settings.replicate_requests_per_second),
+        )
     return Client(api_token=settings.replicate_token(), base_url=settings.replicate_api_base)
 
 

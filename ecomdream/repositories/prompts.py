@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ecomdream.contracts.prompt import PromptSpec
 from ecomdream.models import Image, Prompt, PromptStatus, Version
 
 # One statement: the version (so an unknown id is told apart from an empty list) and one page of its
@@ -67,6 +68,23 @@ class PromptRepository:
             .on_conflict_do_nothing(index_elements=[Prompt.id])
         )
 
+    async def start_spec(self, prompt_id: uuid.UUID, version_id: uuid.UUID, spec: PromptSpec) -> None:
+        """Record a running prompt from what the customer asked for (a second call changes nothing)."""
+        await self.start(
+            prompt_id,
+            version_id,
+            {
+                "prompt_text": spec.prompt,
+                "negative_prompt": spec.negative_prompt,
+                "amount_images": spec.num_outputs,
+                "width": spec.width,
+                "height": spec.height,
+                "seed": spec.seed,
+                "guidance_scale": spec.guidance_scale,
+                "num_inference_steps": spec.num_inference_steps,
+            },
+        )
+
     async def get(self, prompt_id: uuid.UUID) -> Prompt | None:
         """One prompt row."""
         return await self.session.get(Prompt, prompt_id)
@@ -78,6 +96,13 @@ class PromptRepository:
             .where(Prompt.id == prompt_id)
             .values(prediction_id=func.coalesce(Prompt.prediction_id, prediction_id))
         )
+
+    async def owned_predictions(self, prediction_ids: list[str]) -> set[str]:
+        """Which of these Replicate predictions already belong to a prompt."""
+        rows = await self.session.scalars(
+            select(Prompt.prediction_id).where(Prompt.prediction_id.in_(prediction_ids))
+        )
+        return {row for row in rows if row is not None}
 
     async def succeed(
         self,

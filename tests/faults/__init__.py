@@ -1,0 +1,1 @@
+"""Fault injection against the real embedded stack: crashes, outages, misbehaving providers, hostile webhooks."""

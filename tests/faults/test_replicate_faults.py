@@ -1,0 +1,242 @@
+"""Replicate answers half of all API calls with 429 (Retry-After: 1), 500 or 503 while journeys train and
+generate: every journey still completes exactly once, failures are reported as what they are, and the worker
+never calls Replicate faster than the configured ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND.
+
+One faulty run (three trainings and five prompts) is shared by the tests of this module, each checking one
+property of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from ecomdream.config import Settings
+from ecomdream.contracts import journey_id
+from ecomdream.devstack.stack import Stack
+from tests.api.helpers import wait_stage
+from tests.api.test_prompts import prompt, ready_model
+from tests.api.test_training import as_files, info, paid_payment
+from tests.faults.helpers import (
+    image_count,
+    images_recorded_twice,
+    predictions_for,
+    sandbox_get,
+    trainings_for,
+)
+from tests.fixtures.photos import valid_photos
+from tests.fixtures.stack import eventually
+
+TRAININGS = 3
+# The faults last until every training has been submitted and the first prompt generated, at most this long:
+# past it the activities' exponential backoff (2 s doubling to 60 s) would stretch the test by minutes.
+FAULT_WINDOW_S = 30
+# Calls the API process makes itself (once, to learn the webhook secret) are not the worker's traffic.
+NOT_WORKER = {"GET /v1/webhooks/default/secret", "GET /v1/account"}
+REPLICATE_ACTIVITIES = {"create_training", "poll_training", "create_prediction", "poll_prediction"}
+
+
+def configured_limit(stack: Stack) -> float:
+    """The worker's ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND (its environment, else the product default)."""
+    raw = (stack.worker.env or {}).get("ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND")
+    default = Settings.model_fields["replicate_requests_per_second"].default
+    return float(raw) if raw else float(default)
+
+
+def busiest_second(timestamps: list[float]) -> tuple[int, float]:
+    """The most calls in any 1-second sliding window [t, t + 1) that starts at a call, and where it starts."""
+    stamps = sorted(timestamps)
+    best, start = 0, stamps[0] if stamps else 0.0
+    for i, t in enumerate(stamps):
+        count = bisect.bisect_left(stamps, t + 1.0) - i
+        if count > best:
+            best, start = count, t
+    return best, start
+
+
+async def replicate_calls(stack: Stack, since: float, until: float) -> dict[str, list[float]]:
+    """The worker's Replicate API calls in [since, until], per endpoint."""
+    endpoints: dict[str, Any] = (await sandbox_get(stack.replicate_url, "/_sandbox/requests"))["endpoints"]
+    return {
+        endpoint: [t for t in data["timestamps"] if since <= t <= until]
+        for endpoint, data in endpoints.items()
+        if endpoint not in NOT_WORKER
+    }
+
+
+async def generate(api: httpx.AsyncClient, version_id: str, amount: int) -> dict[str, Any]:
+    """One prompt, followed until it ends; returns its id, marker and final state."""
+    marker = f"flaky-{amount}-{uuid.uuid4().hex[:10]}"
+    response = await prompt(api, version_id, prompt=f"fault test {marker}", amount_images=amount)
+    assert response.status_code in (201, 202), response.text
+    prompt_id = str(response.json()["prompt_id"])
+
+    async def status() -> dict[str, Any]:
+        body: dict[str, Any] = (await api.get(f"/api/v1/prompts/{prompt_id}")).json()
+        return body
+
+    done = await eventually(status, lambda b: b["status"] != "running", within=120)
+    return {"id": prompt_id, "marker": marker, "amount": amount, "version_id": version_id, "final": done}
+
+
+async def start_training(api: httpx.AsyncClient, payment_id: str) -> str:
+    """Upload photos; the answer comes once Replicate accepted the training (retries included)."""
+    started = await api.post(
+        f"/api/v1/versions/train/{payment_id}",
+        params={"class": "sneaker"},
+        files=as_files(valid_photos(5)),
+        timeout=170,
+    )
+    assert started.status_code == 201, started.text
+    return str(started.json()["version_id"])
+
+
+async def settled(api: httpx.AsyncClient, version_id: str) -> dict[str, Any]:
+    """The model once its training ended."""
+    return await eventually(lambda: info(api, version_id), lambda b: b["status"] != "training", within=90)
+
+
+async def failures_reported(temporal: Client, workflow_id: str) -> list[str]:
+    """The last failure Temporal recorded before each retried attempt of a Replicate activity."""
+    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    names: dict[int, str] = {}
+    messages = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs = event.activity_task_started_event_attributes
+            if names.get(attrs.scheduled_event_id) in REPLICATE_ACTIVITIES and attrs.HasField("last_failure"):
+                messages.append(f"{names[attrs.scheduled_event_id]}: {attrs.last_failure.message}")
+    return messages
+
+
+@dataclass
+class FaultRun:
+    """What happened during the faulty run."""
+
+    since: float
+    faults_until: float
+    until: float
+    model_version: str
+    payments: list[str]
+    versions: list[str | BaseException]
+    prompts: list[dict[str, Any] | BaseException]
+
+
+@pytest.fixture(scope="module")
+async def fault_run(stack: Stack, temporal: Client, db_engine: AsyncEngine) -> AsyncIterator[FaultRun]:
+    """Three journeys train and five prompts generate while Replicate fails half of all calls."""
+    async with (
+        httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api,
+        httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as knobs,
+    ):
+        original = (await knobs.get("/_sandbox/config")).json()
+        try:
+            yield await run_with_faults(api, temporal, knobs)
+        finally:
+            await knobs.post("/_sandbox/config", json=original)
+
+
+async def run_with_faults(api: httpx.AsyncClient, temporal: Client, knobs: httpx.AsyncClient) -> FaultRun:
+    """The scenario; outcomes are recorded (exceptions included) for the tests to judge."""
+    _, model_version = await ready_model(api, temporal)
+    payments = list(await asyncio.gather(*(paid_payment(api, temporal) for _ in range(TRAININGS))))
+    faulty = {"error_rate": 0.5, "error_status": [429, 500, 503]}
+    assert (await knobs.post("/_sandbox/config", json=faulty)).status_code == 200
+    since = time.time()
+    trainings = [asyncio.create_task(start_training(api, payment_id)) for payment_id in payments]
+    first_prompt = asyncio.create_task(generate(api, model_version, 1))
+    await asyncio.wait([*trainings, first_prompt], timeout=FAULT_WINDOW_S)
+    faults_until = time.time()
+    assert (await knobs.post("/_sandbox/config", json={"error_rate": 0.0})).status_code == 200
+
+    versions = list(await asyncio.gather(*trainings, return_exceptions=True))
+    prompts: list[dict[str, Any] | BaseException] = list(
+        await asyncio.gather(first_prompt, return_exceptions=True)
+    )
+
+    async def ready_then_generate(payment_id: str, version: str | BaseException) -> dict[str, Any]:
+        assert isinstance(version, str), version
+        model = await settled(api, version)
+        assert model["status"] == "ready", model
+        await wait_stage(temporal, payment_id, "ready")
+        return await generate(api, version, 4)
+
+    prompts += await asyncio.gather(
+        generate(api, model_version, 4),
+        *(ready_then_generate(p, v) for p, v in zip(payments, versions, strict=True)),
+        return_exceptions=True,
+    )
+    return FaultRun(since, faults_until, time.time(), model_version, payments, versions, prompts)
+
+
+def finished(run: FaultRun) -> tuple[list[str], list[dict[str, Any]]]:
+    """The versions and prompts, failing the test if any of them did not get that far."""
+    versions = [v for v in run.versions if isinstance(v, str)]
+    prompts = [p for p in run.prompts if isinstance(p, dict)]
+    problems = [repr(x) for x in [*run.versions, *run.prompts] if isinstance(x, BaseException)]
+    assert not problems, problems
+    return versions, prompts
+
+
+async def test_every_journey_completes_exactly_once_through_replicate_errors(
+    fault_run: FaultRun, api: httpx.AsyncClient, stack: Stack, db_engine: AsyncEngine
+) -> None:
+    versions, prompts = finished(fault_run)
+    for version_id in [fault_run.model_version, *versions]:
+        assert len(await trainings_for(stack, version_id)) == 1
+    for p in prompts:
+        assert p["final"]["status"] == "succeeded", p
+        assert len(p["final"]["images"]) == p["amount"], p
+        assert len(await predictions_for(stack, p["marker"])) == 1, p
+        assert await image_count(db_engine, p["id"]) == p["amount"], p
+    assert await images_recorded_twice(db_engine) == []
+    assert (await info(api, fault_run.model_version))["info"]["images_left"] == 100 - 5
+    for version_id in versions:
+        assert (await info(api, version_id))["info"]["images_left"] == 100 - 4
+    requests = await sandbox_get(stack.replicate_url, "/_sandbox/requests")
+    assert sum(e["faults"] for e in requests["endpoints"].values()) > 0, "the sandbox injected no faults"
+
+
+async def test_replicate_errors_are_recorded_with_their_cause(fault_run: FaultRun, temporal: Client) -> None:
+    _, prompts = finished(fault_run)
+    workflows = [journey_id(p) for p in fault_run.payments] + [f"prompt-{p['id']}" for p in prompts]
+    reported = [m for w in workflows for m in await failures_reported(temporal, w)]
+    assert reported, "no Replicate activity was retried"
+    lost = [m for m in reported if "Failed building exception result" in m]
+    assert not lost, (
+        f"{len(lost)} of {len(reported)} failures Temporal recorded for retried Replicate activities lost "
+        f"Replicate's error, e.g. {lost[:2]}"
+    )
+
+
+async def test_replicate_is_never_called_faster_than_the_configured_rate(
+    fault_run: FaultRun, stack: Stack
+) -> None:
+    limit = configured_limit(stack)
+    calls = await replicate_calls(stack, fault_run.since, fault_run.until)
+    stamps = [t for times in calls.values() for t in times]
+    busiest, at = busiest_second(stamps)
+    in_that_second = {
+        endpoint: n for endpoint, times in calls.items() if (n := sum(at <= t < at + 1 for t in times))
+    }
+    # A limiter that lets `limit` calls through per second, spaced evenly, can still show limit + 1 calls in a
+    # window that starts exactly on one call and ends just after the call a full second later: +1 is that
+    # fence post, nothing more.
+    assert busiest <= limit + 1, (
+        f"{busiest} Replicate API calls within one second (limit {limit:g}/s; {len(stamps)} calls in "
+        f"{fault_run.until - fault_run.since:.0f}s, faults injected during the first "
+        f"{fault_run.faults_until - fault_run.since:.0f}s); that second: {in_that_second}"
+    )
