@@ -35,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
 
 ENDED = {JourneyStage.EXPIRED, JourneyStage.PAYMENT_FAILED, JourneyStage.FAILED}
 TRIGGER_TOKEN = "TOK"
+# Patch ids (kept while histories recorded before the change may still replay).
+READY_BEFORE_CLEANUP = "ready-before-cleanup"
 
 DETAILS = {
     JourneyStage.AWAITING_PAYMENT: "Waiting for the customer to pay at checkout",
@@ -348,7 +350,15 @@ class JourneyWorkflow:
         if status.status != "succeeded":
             await self._fail(status.error or f"Training {status.status}", with_zip=True, recorded=True)
             return
-        await training.delete(*training.cleanup_prefixes(self.state.payment_id, self.state.version_id, False))
+        prefixes = training.cleanup_prefixes(self.state.payment_id, self.state.version_id, False)
+        if workflow.patched(READY_BEFORE_CLEANUP):
+            # The model is usable the moment it is recorded ready; tidying the photos must not hold
+            # prompts back (they were refused with 409 while it ran).
+            self.state = self.state.model_copy(update={"model_version": status.model_version})
+            self._set_stage(JourneyStage.READY)
+            await training.delete(*prefixes)
+            return
+        await training.delete(*prefixes)
         self.state = self.state.model_copy(update={"model_version": status.model_version})
         self._set_stage(JourneyStage.READY)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio.common import RetryPolicy
 
@@ -27,3 +29,13 @@ def polling(every: timedelta) -> RetryPolicy:
         maximum_interval=every,
         non_retryable_error_types=["ReplicateRejected"],
     )
+
+
+def abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a pending activity or timer we no longer need, without awaiting it.
+
+    Its cancellation still resolves later; retrieving that outcome in a callback keeps asyncio from
+    logging "exception was never retrieved". A callback issues no command, so history is unchanged.
+    """
+    task.cancel()
+    task.add_done_callback(lambda done: None if done.cancelled() else done.exception())

@@ -25,7 +25,14 @@ with workflow.unsafe.imports_passed_through():
         PromptStarted,
     )
     from workflows import metrics
-    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, REPLICATE_TIMEOUT, VENDOR_RETRY, polling
+    from workflows.policies import (
+        LEDGER_RETRY,
+        LEDGER_TIMEOUT,
+        REPLICATE_TIMEOUT,
+        VENDOR_RETRY,
+        abandon,
+        polling,
+    )
 
 COPY_TIMEOUT = timedelta(minutes=2)
 # Provider downloads are retried briefly; an output that is gone or not an image will not come back.
@@ -128,9 +135,9 @@ class PromptWorkflow:
         )
         await workflow.wait([poll, webhook], return_when=asyncio.FIRST_COMPLETED)
         if self.webhook_result is not None and self.webhook_result.prediction_id == created.prediction_id:
-            poll.cancel()
+            abandon(poll)
             return self.webhook_result
-        webhook.cancel()
+        abandon(webhook)
         try:
             return poll.result()
         except ActivityError:

@@ -29,7 +29,14 @@ with workflow.unsafe.imports_passed_through():
         ZipRequest,
     )
     from workflows import metrics
-    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, REPLICATE_TIMEOUT, VENDOR_RETRY, polling
+    from workflows.policies import (
+        LEDGER_RETRY,
+        LEDGER_TIMEOUT,
+        REPLICATE_TIMEOUT,
+        VENDOR_RETRY,
+        abandon,
+        polling,
+    )
 
 PHOTO_TIMEOUT = timedelta(minutes=5)
 PHOTO_HEARTBEAT = timedelta(minutes=1)
@@ -122,11 +129,11 @@ async def watch(
     await workflow.wait([poll, event], return_when=asyncio.FIRST_COMPLETED)
     result, reason = webhook_result(), cancel_reason()
     if result is not None:
-        poll.cancel()
+        abandon(poll)
         return result
-    event.cancel()
+    abandon(event)
     if reason is not None:
-        poll.cancel()
+        abandon(poll)
         await cancel(training.training_id)
         return TrainingStatus(
             training_id=training.training_id, status="canceled", error=f"Cancelled by operator: {reason}"

@@ -186,10 +186,19 @@ class Stack:
         upgrade(self.postgres.url())
 
     def start_app(self) -> None:
-        """The worker and the API; ready when /ready answers 200."""
+        """The worker and the API; ready when the worker polls its task queues and /ready answers 200."""
+        worker_log = self.worker.log_path
+        seen = worker_log.stat().st_size if worker_log.exists() else 0
         for proc in (self.worker, self.api):
             proc.env = (proc.env or {}) | self.app_env()
             proc.start()
+
+        def polling() -> bool:
+            with worker_log.open("rb") as log:
+                log.seek(seen)
+                return b"worker polling" in log.read()
+
+        self.worker.wait_ready(polling, timeout=60)
         self.api.wait_ready(lambda: http_ok(f"{self.api_url}/ready"), timeout=60)
 
     def start(self) -> None:
