@@ -1,13 +1,16 @@
-"""Record workflow histories for the replay tests: `python -m tests.replay.record_histories`.
+"""Record workflow histories for the replay tests: `python -m tests.replay.record_histories [--label L]`.
 
 Runs real journeys on a throwaway embedded stack (a paid journey trained, prompted past a
 continue-as-new, an add-on, a failed training with refund, an expired checkout) and saves each
 history as JSON under tests/replay/histories/. Re-record only when a change is meant to be
 incompatible; otherwise new code must replay the old files (guard changes with workflow.patched).
+After a patched change, record with a new `--label` (files `<name>_<label>_run<n>.json`) so both
+the old and the new branch of the patch keep replaying.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import tempfile
 from pathlib import Path
@@ -59,7 +62,7 @@ async def _ready(api: httpx.AsyncClient, payment_id: str) -> str:
     return version_id
 
 
-async def record(stack: Stack) -> None:
+async def record(stack: Stack, label: str) -> None:
     """Drive the scenarios and save their histories."""
     temporal = await connect_temporal(stack.temporal.address, "default")
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
@@ -98,16 +101,20 @@ async def record(stack: Stack) -> None:
         runs = [w async for w in temporal.list_workflows(f"WorkflowId = '{workflow_id}'")]
         for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
             history = await temporal.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
-            (OUT / f"{name}_run{index + 1}.json").write_text(history.to_json())
+            stem = f"{name}_{label}" if label else name
+            (OUT / f"{stem}_run{index + 1}.json").write_text(history.to_json())
 
 
 def main() -> None:
     """Start a throwaway stack, record, stop."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="", help="suffix for the file names (e.g. the patch recorded)")
+    label = parser.parse_args().label
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(data_dir=Path(tmp), ports=StackPorts.free(), extra_env=TEST_PACE)
         try:
             stack.start()
-            asyncio.run(record(stack))
+            asyncio.run(record(stack, label))
         finally:
             stack.stop()
 
