@@ -12,7 +12,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import build_activities
-from ecomdream.clients.temporal import connect_temporal
+from ecomdream.clients.temporal import connect_from_settings
 from ecomdream.config import Settings
 from ecomdream.contracts import REPLICATE_TASK_QUEUE
 from workflows import WORKFLOWS
@@ -39,13 +39,7 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Poll both task queues until stop is set, then finish in-flight tasks and exit."""
-    client = await connect_temporal(
-        settings.temporal_address,
-        settings.temporal_namespace,
-        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-        tls=settings.temporal_tls,
-        runtime=metrics_runtime(settings),
-    )
+    client = await connect_from_settings(settings, runtime=metrics_runtime(settings))
     async with AsyncExitStack() as stack:
         activities = await build_activities(settings, stack)
         main = Worker(

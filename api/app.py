@@ -15,7 +15,7 @@ from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
 from ecomdream.clients.stripe import create_stripe_client
-from ecomdream.clients.temporal import connect_temporal
+from ecomdream.clients.temporal import connect_from_settings
 from ecomdream.config import Settings
 from ecomdream.db.session import create_engine, create_sessionmaker
 from ecomdream.metrics import observe_http
@@ -28,13 +28,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)
     stack.push_async_callback(engine.dispose)
     # Lazy: the API starts (and /ready says why) even while Temporal is still coming up.
-    temporal = await connect_temporal(
-        settings.temporal_address,
-        settings.temporal_namespace,
-        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-        tls=settings.temporal_tls,
-        lazy=True,
-    )
+    temporal = await connect_from_settings(settings, lazy=True)
     storage = await Storage.from_settings(settings, stack)
     return AppState(
         settings=settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,10 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "ecomdream"
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
+    # mTLS (Temporal Cloud namespaces with certificates): client certificate and key, PEM files.
+    temporal_tls_cert_path: Path | None = None
+    temporal_tls_key_path: Path | None = None
+    temporal_tls_ca_path: Path | None = None
 
     s3_endpoint_url: str | None = "http://127.0.0.1:8333"
     s3_region: str = "us-east-1"

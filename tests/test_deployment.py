@@ -769,3 +769,23 @@ def test_env_example_lists_every_setting() -> None:
         if f"ECOMDREAM_{name.upper()}=" not in text
     ]
     assert missing == []
+
+
+def test_mtls_settings_load_the_client_certificate(tmp_path: Path) -> None:
+    from temporalio.service import TLSConfig
+
+    from ecomdream.clients.temporal import tls_from_settings
+    from ecomdream.config import Settings
+
+    (tmp_path / "client.pem").write_bytes(b"CERT")
+    (tmp_path / "client.key").write_bytes(b"KEY")
+    tls = tls_from_settings(
+        Settings(
+            temporal_tls_cert_path=tmp_path / "client.pem", temporal_tls_key_path=tmp_path / "client.key"
+        )
+    )
+    assert isinstance(tls, TLSConfig)
+    assert (tls.client_cert, tls.client_private_key, tls.server_root_ca_cert) == (b"CERT", b"KEY", None)
+    assert tls_from_settings(Settings()) is False
+    with pytest.raises(ValueError, match="TLS_KEY_PATH"):
+        tls_from_settings(Settings(temporal_tls_cert_path=tmp_path / "client.pem"))
