@@ -75,6 +75,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             payments.expire_checkout,
             records.create_version,
             records.record_version_outcome,
+            records.reopen_version,
             images.check_photos,
             images.build_training_zip,
             images.delete_objects,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from temporalio import activity
 
 from ecomdream.contracts.training import VersionCreate, VersionOutcome
@@ -40,3 +42,9 @@ class RecordActivities:
                 outcome.model_version,
                 outcome.error,
             )
+
+    @activity.defn
+    async def reopen_version(self, version_id: uuid.UUID) -> None:
+        """An operator retries a failed training: the model shows as training again (no-op unless failed)."""
+        async with transaction(self.sessionmaker) as session:
+            await VersionRepository(session).reopen(version_id)

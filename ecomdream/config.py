@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     training_steps: int = Field(default=1000, ge=3, le=6000)
     training_poll_seconds: float = Field(default=30.0, gt=0)
     training_deadline_minutes: float = Field(default=120.0, gt=0)
+    training_retry_window_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "A failed training waits this long for an operator's retry (same photos, once) before the "
+            "payment is refunded and the photos deleted; 0 refunds at once"
+        ),
+    )
 
     prompt_accept_seconds: float = Field(
         default=30.0,

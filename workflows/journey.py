@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentUpdate,
         QuotaUpdate,
         RefundResult,
+        RetryRequest,
     )
     from ecomdream.contracts.prompt import PromptInput, PromptOutcome, PromptRequest
     from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
@@ -66,6 +67,10 @@ class JourneyWorkflow:
         self.training_started = workflow.now()
         self.cancel_reason: str | None = None
         self.training_result: TrainingStatus | None = None
+        # A failed training waits for an operator's retry (once) before the refund.
+        self.holding = False
+        self.retry_reason: str | None = None
+        self.retry_settled = False
 
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyState:
@@ -254,7 +259,7 @@ class JourneyWorkflow:
             if not await self._expire_checkout():
                 raise ApplicationError("The customer has just paid; cancel again to refund", type="JustPaid")
             self.checkout.outcome = self.checkout.outcome or JourneyStage.EXPIRED
-        elif self.state.stage is JourneyStage.TRAINING:
+        elif self.state.stage is JourneyStage.TRAINING or self.holding:
             self.cancel_reason = request.reason
         else:
             self.busy = True
@@ -265,18 +270,35 @@ class JourneyWorkflow:
                 self._set_stage(JourneyStage.FAILED)
             finally:
                 self.busy = False
-        await workflow.wait_condition(lambda: self.state.stage in ENDED)
+        await workflow.wait_condition(lambda: self.state.stage in ENDED and not self.holding)
         return self._snapshot()
 
     @cancel.validator
     def validate_cancel(self, request: CancelRequest) -> None:
         """Only journeys that have not ended or delivered a model can be cancelled."""
-        if self.state.stage in ENDED:
+        if self.state.stage in ENDED and not self.holding:
             raise ApplicationError(f"The journey has already ended ({self.state.stage.value})", type="Ended")
         if self.busy or self.state.stage is JourneyStage.VALIDATING:
             raise ApplicationError("Photos are being processed; try again in a minute", type="Busy")
         if self.state.stage is JourneyStage.READY:
             raise ApplicationError("The model is ready; use the refund update instead", type="Ready")
+
+    @workflow.update
+    async def retry_training(self, request: RetryRequest) -> JourneyState:
+        """Operator: train a failed model again from the same photos, once, before it is refunded."""
+        workflow.logger.info("operator retry of the training: %s", request.reason)
+        self.retry_reason = request.reason
+        await workflow.wait_condition(lambda: self.retry_settled)
+        return self._snapshot()
+
+    @retry_training.validator
+    def validate_retry(self, request: RetryRequest) -> None:
+        """Only a failed training still waiting for its refund, and only once."""
+        if not self.holding or self.retry_reason is not None:
+            raise ApplicationError(
+                "Only a failed training that is still waiting for its refund can be retried, and only once",
+                type="NotRetryable",
+            )
 
     @workflow.update
     async def refund(self, request: OperatorRefund) -> RefundResult:
@@ -334,33 +356,87 @@ class JourneyWorkflow:
     async def _finish_training(self) -> None:
         assert self.request is not None
         assert self.state.version_id is not None
-        assert self.state.training_id is not None
-        status = await training.watch(
-            self.state.version_id,
-            TrainingStatus(training_id=self.state.training_id, status="starting"),
-            timedelta(seconds=self.request.poll_seconds),
-            timedelta(seconds=self.request.deadline_seconds),
-            lambda: self.training_result,
-            lambda: self.cancel_reason,
-        )
-        await training.record_outcome(self.state.version_id, status)
-        metrics.training(
-            "succeeded" if status.status == "succeeded" else "failed", workflow.now() - self.training_started
-        )
-        if status.status != "succeeded":
-            await self._fail(status.error or f"Training {status.status}", with_zip=True, recorded=True)
-            return
-        prefixes = training.cleanup_prefixes(self.state.payment_id, self.state.version_id, False)
-        if workflow.patched(READY_BEFORE_CLEANUP):
-            # The model is usable the moment it is recorded ready; tidying the photos must not hold
-            # prompts back (they were refused with 409 while it ran).
+        version_id = self.state.version_id
+        while True:
+            assert self.state.training_id is not None
+            status = await training.watch(
+                version_id,
+                TrainingStatus(training_id=self.state.training_id, status="starting"),
+                timedelta(seconds=self.request.poll_seconds),
+                timedelta(seconds=self.request.deadline_seconds),
+                lambda: self.training_result,
+                lambda: self.cancel_reason,
+            )
+            succeeded = status.status == "succeeded"
+            metrics.training("succeeded" if succeeded else "failed", workflow.now() - self.training_started)
+            prefixes = training.cleanup_prefixes(self.state.payment_id, version_id, False)
+            if succeeded and workflow.patched(READY_BEFORE_CLEANUP):
+                # Ready here before the ledger says so: the API lets prompts through once the ledger
+                # says ready, and from that moment the journey must take them (no 409 window); tidying
+                # the photos comes last.
+                self.state = self.state.model_copy(update={"model_version": status.model_version})
+                self._set_stage(JourneyStage.READY)
+                await training.record_outcome(version_id, status)
+                await training.delete(*prefixes)
+                return
+            await training.record_outcome(version_id, status)
+            if not succeeded:
+                reason = await self._hold_for_retry(status.error or f"Training {status.status}")
+                if reason is None:
+                    continue
+                await self._fail(reason, with_zip=True, recorded=True)
+                return
+            await training.delete(*prefixes)
             self.state = self.state.model_copy(update={"model_version": status.model_version})
             self._set_stage(JourneyStage.READY)
-            await training.delete(*prefixes)
             return
-        await training.delete(*prefixes)
-        self.state = self.state.model_copy(update={"model_version": status.model_version})
-        self._set_stage(JourneyStage.READY)
+
+    async def _hold_for_retry(self, reason: str) -> str | None:
+        """Before refunding a failed training, give operators a window to retry it once.
+
+        Returns None when the training was submitted again, else the reason to fail with. Journeys
+        whose train request carries no window (all started before the window existed) skip this
+        without a command, so their histories replay unchanged.
+        """
+        assert self.request is not None
+        assert self.state.version_id is not None
+        version_id = self.state.version_id
+        window = self.request.retry_window_seconds
+        if not window or self.retry_settled or self.cancel_reason is not None:
+            return reason
+        self.state = self.state.model_copy(update={"error": reason})
+        self.holding = True
+        self._set_stage(JourneyStage.FAILED)
+        try:
+            await workflow.wait_condition(
+                lambda: self.retry_reason is not None or self.cancel_reason is not None,
+                timeout=timedelta(seconds=window),
+                timeout_summary="wait for an operator's retry, then refund",
+            )
+        except TimeoutError:
+            pass
+        self.holding = False
+        if self.retry_reason is None or self.cancel_reason is not None:
+            self.retry_settled = True
+            return reason
+        try:
+            submitted = await training.resubmit(
+                version_id, self.request.class_name, self.state.trigger_token or TRIGGER_TOKEN
+            )
+        except ActivityError as err:
+            again = f"The training could not be started again: {err.cause or err}"
+            await training.record_outcome(
+                version_id, TrainingStatus(training_id="", status="failed", error=again)
+            )
+            self.retry_settled = True
+            return again
+        self.training_result = None
+        self.training_started = workflow.now()
+        metrics.training("started")
+        self.state = self.state.model_copy(update={"training_id": submitted.training_id, "error": None})
+        self._set_stage(JourneyStage.TRAINING)
+        self.retry_settled = True
+        return None
 
     async def _serve_until_continue_as_new(self) -> None:
         """Prompts arrive as updates; keep history short by continuing as a new run now and then."""
@@ -397,6 +473,10 @@ class JourneyWorkflow:
         if stage is JourneyStage.READY:
             left = self.state.images_quota - self.state.images_generated
             return f"Ready — {left} of {self.state.images_quota} images left"
+        if stage is JourneyStage.FAILED and self.holding:
+            assert self.request is not None
+            minutes = round(self.request.retry_window_seconds / 60)
+            return f"Failed: {self.state.error}; refund in {minutes} min unless an operator retries"
         if stage is JourneyStage.FAILED:
             return f"Failed: {self.state.error}; refunded"
         if stage is JourneyStage.TRAINING:

@@ -105,6 +105,30 @@ async def submit(
     )
 
 
+async def resubmit(version_id: uuid.UUID, class_name: str, trigger: str) -> TrainingStatus:
+    """Train a failed model again from the zip it was trained from (operator retry)."""
+    await workflow.execute_activity_method(
+        RecordActivities.reopen_version,
+        version_id,
+        start_to_close_timeout=LEDGER_TIMEOUT,
+        retry_policy=LEDGER_RETRY,
+        summary="show the model as training again",
+    )
+    return await workflow.execute_activity_method(
+        ReplicateActivities.create_training,
+        TrainingCreate(
+            version_id=version_id,
+            zip_key=training_zip_key(version_id),
+            class_name=class_name,
+            trigger_token=trigger,
+        ),
+        task_queue=REPLICATE_TASK_QUEUE,
+        start_to_close_timeout=REPLICATE_TIMEOUT,
+        retry_policy=VENDOR_RETRY,
+        summary="start the training on Replicate again (operator retry)",
+    )
+
+
 async def watch(
     version_id: uuid.UUID,
     training: TrainingStatus,

@@ -130,6 +130,7 @@ async def train_version(
         photos=photos,
         poll_seconds=settings.training_poll_seconds,
         deadline_seconds=settings.training_deadline_minutes * 60,
+        retry_window_seconds=settings.training_retry_window_minutes * 60,
     )
     handle = state.temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
     try:

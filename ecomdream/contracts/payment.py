@@ -158,6 +158,12 @@ class CancelRequest(Contract):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class RetryRequest(Contract):
+    """Operator action: train a failed model again from the same photos (once, before the refund)."""
+
+    reason: str = Field(min_length=1, max_length=200)
+
+
 class OperatorRefund(Contract):
     """Operator action: refund the payment now (idempotent)."""
 

@@ -24,6 +24,11 @@ class TrainRequest(Contract):
     photos: tuple[StagedPhoto, ...] = Field(min_length=1)
     poll_seconds: float = Field(default=30.0, gt=0)
     deadline_seconds: float = Field(default=7200.0, gt=0)
+    retry_window_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a failed training waits for an operator's retry before the refund (0: none)",
+    )
 
 
 class TrainAccepted(Contract):

@@ -64,6 +64,21 @@ class VersionRepository:
             )
         )
 
+    async def reopen(self, version_id: uuid.UUID) -> None:
+        """A failed model is being trained again: back to training, its failure cleared."""
+        await self.session.execute(
+            update(Version)
+            .where(Version.id == version_id, Version.status == VersionStatus.FAILED.value)
+            .values(
+                status=VersionStatus.TRAINING.value,
+                training_id=None,
+                error=None,
+                failed_at=None,
+                progress=0.0,
+                training_started_at=func.now(),
+            )
+        )
+
     async def set_progress(self, version_id: uuid.UUID, progress: float) -> None:
         """Latest training progress; never moves backwards."""
         await self.session.execute(

@@ -6,13 +6,14 @@ import re
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from ecomdream.contracts import journey_id
-from ecomdream.contracts.payment import CancelRequest, GrantRequest, JourneyState
+from ecomdream.contracts.payment import CancelRequest, GrantRequest, JourneyState, RetryRequest
 from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, pay, payment_row, wait_stage
@@ -122,6 +123,48 @@ class TestOperatorActions:
         failed = await info(api, version_id)
         assert (failed["status"], failed["error"]) == ("failed", "Cancelled by operator: customer asked")
         assert await staged_keys(stack, f"staging/{payment_id}/") == []
+
+    async def test_a_failed_training_can_be_retried_once_from_the_same_photos_before_the_refund(
+        self,
+        api: httpx.AsyncClient,
+        db: AsyncEngine,
+        temporal: Client,
+        stack: Stack,
+        replicate_knobs: httpx.AsyncClient,
+    ) -> None:
+        await replicate_knobs.post("/_sandbox/config", json={"fail_trainings": True})
+        payment_id = await paid_payment(api, temporal)
+        version_id = (await train(api, payment_id, as_files(valid_photos(5)))).json()["version_id"]
+        failed = await eventually(lambda: info(api, version_id), lambda b: b["status"] == "failed", within=60)
+        assert failed["error"]
+        # The operator sees the failure and the pending refund; the money has not gone back yet.
+        _, details, attrs = await operator_view(temporal, payment_id)
+        assert attrs[JOURNEY_STAGE.name] == "failed"
+        assert re.fullmatch(r"Failed: .+; refund in \d+ min unless an operator retries", details), details
+        assert (await payment_row(db, payment_id))["status"] == "paid"
+
+        await replicate_knobs.post("/_sandbox/config", json={"fail_trainings": False})
+        handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
+        state: JourneyState = await handle.execute_update(
+            JourneyWorkflow.retry_training, RetryRequest(reason="Replicate had an outage")
+        )
+        assert (state.stage.value, state.error) == ("training", None)
+        ready = await eventually(
+            lambda: info(api, version_id), lambda b: b["status"] != "training", within=60
+        )
+        assert (ready["status"], ready["error"]) == ("ready", None)
+        await wait_stage(temporal, payment_id, "ready")
+
+        # Two trainings at Replicate, both from the same zip of the customer's photos.
+        trainings = (await replicate_knobs.get("/_sandbox/trainings")).json()["results"]
+        ours = [t for t in trainings if version_id in str(t["request"]["input"]["input_images"])]
+        assert sorted(t["object"]["status"] for t in ours) == ["failed", "succeeded"]
+        assert len({str(t["request"]["input"]["input_images"]).split("?")[0] for t in ours}) == 1
+        # Kept, not refunded; a second retry is refused.
+        assert (await payment_row(db, payment_id))["status"] == "paid"
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(JourneyWorkflow.retry_training, RetryRequest(reason="again"))
+        assert "only once" in str(refused.value.cause)
 
     async def test_grant_raises_the_quota_once_with_a_ledger_row(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client
