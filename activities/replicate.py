@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import NoReturn
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
@@ -20,6 +22,9 @@ from ecomdream.repositories.prompts import PromptRepository
 from ecomdream.repositories.versions import VersionRepository
 
 ZIP_URL_LIFETIME = timedelta(hours=24)
+# A lost create can only have happened after the activity was first scheduled; the margin covers clock skew.
+LOOKUP_MARGIN = timedelta(minutes=10)
+LOOKUP_MAX_PAGES = 50
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,38 @@ def _reraise(error: ReplicateError) -> NoReturn:
     ) from error
 
 
+def _created(item: Any) -> datetime | None:
+    try:
+        created = datetime.fromisoformat(item.created_at) if item.created_at else None
+    except (TypeError, ValueError):
+        return None
+    return created.replace(tzinfo=UTC) if created is not None and created.tzinfo is None else created
+
+
+async def created_since(
+    list_page: Callable[[Any], Awaitable[Any]], since: datetime, max_pages: int = LOOKUP_MAX_PAGES
+) -> AsyncGenerator[Any, None]:
+    """Replicate's list (newest first), page after page, until it reaches items created before `since`."""
+    cursor: Any = ...
+    for _ in range(max_pages):
+        try:
+            page = await list_page(cursor)
+        except ReplicateError as error:
+            _reraise(error)
+        for item in page.results:
+            yield item
+        oldest = _created(page.results[-1]) if page.results else None
+        if page.next is None or (oldest is not None and oldest < since):
+            return
+        cursor = page.next
+
+
+def _first_scheduled() -> datetime:
+    scheduled = activity.info().scheduled_time
+    scheduled = scheduled.replace(tzinfo=UTC) if scheduled.tzinfo is None else scheduled
+    return scheduled - LOOKUP_MARGIN
+
+
 class ReplicateActivities:
     """Activities that talk to Replicate (each call counts against the task queue's rate limit)."""
 
@@ -69,11 +106,12 @@ class ReplicateActivities:
         if activity.info().attempt == 1:
             return None
         # A previous attempt may have created the training and died before storing its id.
-        page = await self.client.trainings.async_list()
-        for training in page.results:
-            images = str((training.input or {}).get("input_images", ""))
-            if request.zip_key in images and training.status not in {"failed", "canceled"}:
-                return str(training.id)
+        listed = created_since(self.client.trainings.async_list, _first_scheduled())
+        async with aclosing(listed):
+            async for training in listed:
+                images = str((training.input or {}).get("input_images", ""))
+                if request.zip_key in images and training.status not in {"failed", "canceled"}:
+                    return str(training.id)
         return None
 
     async def _ensure_destination(self, name: str) -> None:
@@ -182,12 +220,12 @@ class PredictionActivities:
         # A previous attempt may have created it and died before storing its id. Its webhook names this
         # prompt's workflow, but Replicate's list does not show webhooks: match the whole input, and never
         # take a prediction another prompt (the same text and seed regenerated) already owns.
-        page = await self.client.predictions.async_list()
         wanted = prediction_input(request.spec)
         version = request.model_version.split(":")[-1]
+        listed = created_since(self.client.predictions.async_list, _first_scheduled())
         candidates = [
             str(prediction.id)
-            for prediction in page.results
+            async for prediction in listed
             if str(prediction.version).endswith(version)
             and all((prediction.input or {}).get(k) == v for k, v in wanted.items())
             and prediction.status not in {"failed", "canceled"}
