@@ -19,9 +19,14 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
+def image_prefix(version_id: object, prompt_id: object) -> str:
+    """Where a prompt's generated images live in our bucket."""
+    return f"images/{version_id}/{prompt_id}/"
+
+
 def image_key(version_id: object, prompt_id: object, position: int, ext: str) -> str:
     """Where a generated image lives in our bucket."""
-    return f"images/{version_id}/{prompt_id}/{position}.{ext}"
+    return f"{image_prefix(version_id, prompt_id)}{position}.{ext}"
 
 
 class PromptActivities:
@@ -57,8 +62,22 @@ class PromptActivities:
 
     @activity.defn
     async def copy_images(self, copy: ImageCopy) -> list[CopiedImage]:
-        """Copy every output concurrently (Replicate deletes them after an hour); same keys on retry."""
-        return list(await asyncio.gather(*(self._copy_one(copy, i, url) for i, url in enumerate(copy.urls))))
+        """Copy every output concurrently (Replicate deletes them after an hour); same keys on retry.
+
+        When an output can never be copied the prompt fails and is not charged, so the images already
+        copied are deleted again: nothing of a failed prompt stays in the bucket.
+        """
+        results = await asyncio.gather(
+            *(self._copy_one(copy, i, url) for i, url in enumerate(copy.urls)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        final = [e for e in errors if isinstance(e, ApplicationError) and e.non_retryable]
+        if final:
+            await self.storage.delete_prefix(image_prefix(copy.version_id, copy.prompt_id))
+            raise final[0]
+        if errors:
+            raise errors[0]
+        return [r for r in results if isinstance(r, CopiedImage)]
 
     @activity.defn
     async def record_prompt_finished(self, finished: PromptFinished) -> bool:

@@ -369,7 +369,8 @@ class JourneyWorkflow:
             )
             succeeded = status.status == "succeeded"
             metrics.training("succeeded" if succeeded else "failed", workflow.now() - self.training_started)
-            prefixes = training.cleanup_prefixes(self.state.payment_id, version_id, False)
+            # The zip is the customer's photos too: kept only while a failed training may be retried.
+            prefixes = training.cleanup_prefixes(self.state.payment_id, version_id, succeeded)
             if succeeded and workflow.patched(READY_BEFORE_CLEANUP):
                 # Ready here before the ledger says so: the API lets prompts through once the ledger
                 # says ready, and from that moment the journey must take them (no 409 window); tidying

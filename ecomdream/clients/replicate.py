@@ -94,11 +94,17 @@ def as_dict(obj: Any) -> dict[str, Any]:
 def training_status(obj: Any) -> TrainingStatus:
     """The parts of a Replicate training the journey needs."""
     body = as_dict(obj)
+    status = str(body.get("status", ""))
+    version = model_version_of(body.get("output"))
+    error = str(body["error"]) if body.get("error") else None
+    if status == "succeeded" and version is None:
+        # Nothing to generate with: a failure for the customer (refunded), not a ready model.
+        status, error = "failed", "Replicate finished the training but returned no model version"
     return TrainingStatus(
         training_id=str(body.get("id", "")),
-        status=str(body.get("status", "")),
-        model_version=model_version_of(body.get("output")),
-        error=str(body["error"]) if body.get("error") else None,
+        status=status,
+        model_version=version,
+        error=error,
         progress=progress_from_logs(body.get("logs")),
     )
 

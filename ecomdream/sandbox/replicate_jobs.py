@@ -271,9 +271,11 @@ class Engine:
         )
         extension, media_type = request.output_format, OUTPUT_FORMATS[request.output_format][1]
         urls = []
+        kept = len(images) - self.store.knobs.lost_outputs
         for index, image in enumerate(images):
             name = f"{job.id}-out-{index}.{extension}"
-            self.store.put_file(name, image, media_type)
+            if index < kept:
+                self.store.put_file(name, image, media_type)
             urls.append(f"{self.store.settings.base_url}/files/{name}")
         await self._at(job, 1.0)
         self._set(job, output=urls)

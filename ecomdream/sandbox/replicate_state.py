@@ -122,6 +122,8 @@ class Knobs(BaseModel):
     drop_webhooks: bool = False
     fail_trainings: bool = False
     fail_predictions: bool = False
+    # The last N outputs of each prediction are listed but gone when fetched (404), as after Replicate's expiry.
+    lost_outputs: int = Field(default=0, ge=0, le=4)
     training_seconds: float = Field(default=20.0, gt=0)
     prediction_seconds: float = Field(default=3.0, gt=0)
     webhook_retry_base_seconds: float = Field(default=1.0, ge=0)

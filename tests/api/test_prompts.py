@@ -16,7 +16,7 @@ from temporalio.client import Client
 from ecomdream.contracts import journey_id
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, journey_state, pay, wait_stage
-from tests.api.test_training import as_files, info, train
+from tests.api.test_training import as_files, info, staged_keys, train
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
 
@@ -190,6 +190,26 @@ class TestGenerate:
         await replicate_knobs.post("/_sandbox/config", json={"fail_predictions": False})
         assert (await prompt(api, version_id)).status_code == 201
         assert (await info(api, version_id))["info"]["images_left"] == 99
+
+    async def test_an_output_gone_before_the_copy_fails_the_prompt_free_and_leaves_nothing_behind(
+        self,
+        api: httpx.AsyncClient,
+        db: AsyncEngine,
+        temporal: Client,
+        stack: Stack,
+        replicate_knobs: httpx.AsyncClient,
+    ) -> None:
+        _, version_id = await ready_model(api, temporal)
+        await replicate_knobs.post("/_sandbox/config", json={"lost_outputs": 1})
+        failed = await prompt(api, version_id, amount_images=4)
+        assert failed.status_code == 502, failed.text
+        assert "gone from Replicate" in failed.json()["message"]
+        assert "No images were charged" in failed.json()["message"]
+        (listed,) = (await listing(api, version_id))["prompts"]
+        assert (listed["status"], listed["images"]) == ("failed", [])
+        assert (await info(api, version_id))["info"]["images_left"] == 100
+        # The three outputs that were still there had been copied; none of them stays in our bucket.
+        assert await staged_keys(stack, f"images/{version_id}/{listed['id']}/") == []
 
     async def test_a_slow_generation_answers_202_and_finishes_in_the_background(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, replicate_knobs: httpx.AsyncClient

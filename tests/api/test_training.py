@@ -105,7 +105,9 @@ class TestTrainingSucceeds:
         described = await temporal.get_workflow_handle(journey_id(payment_id)).describe()
         assert described.typed_search_attributes.get(VERSION_ID) == version_id
         assert described.typed_search_attributes.get(JOURNEY_STAGE) == "ready"
-        assert await staged_keys(stack, f"staging/{payment_id}/") == []
+        # The customer's photos, and the zip made of them, are gone once the model exists.
+        await eventually(lambda: staged_keys(stack, f"staging/{payment_id}/"), lambda keys: keys == [])
+        await eventually(lambda: staged_keys(stack, f"training/{version_id}"), lambda keys: keys == [])
         assert (await payment_row(db, payment_id))["version_id"] is not None
 
         async with httpx.AsyncClient(base_url=stack.replicate_url) as sandbox:
