@@ -5,8 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SANDBOX_STRIPE_KEY = "sk_test_sandbox"
@@ -25,8 +27,13 @@ class Settings(BaseSettings):
     """Every knob of the service; see `.env.example` for the full list with defaults."""
 
     # env_ignore_empty: an empty line copied from .env.example means "use the default", not "".
+    # hide_input_in_errors: a validation error must never print the environment (it holds secrets).
     model_config = SettingsConfigDict(
-        env_prefix="ECOMDREAM_", env_file=".env", extra="ignore", env_ignore_empty=True
+        env_prefix="ECOMDREAM_",
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,
+        hide_input_in_errors=True,
     )
 
     env: str = "development"
@@ -122,6 +129,35 @@ class Settings(BaseSettings):
     photo_min_side: int = 512
     photo_max_megapixels: float = 50.0
     photo_max_side: int = 1024
+
+    @model_validator(mode="after")
+    def _live_is_complete(self) -> Self:
+        """Refuse to start half live: real money for sandbox models, or webhooks anyone could forge."""
+        if not (self.stripe_api_key or self.replicate_api_token):
+            return self
+        problems = []
+        if not (self.stripe_api_key and self.replicate_api_token):
+            problems.append(
+                "set both ECOMDREAM_STRIPE_API_KEY and ECOMDREAM_REPLICATE_API_TOKEN for live providers "
+                "(or neither for the sandboxes)"
+            )
+        if self.stripe_api_key and self.stripe_webhook_secret.get_secret_value() in (
+            "",
+            SANDBOX_STRIPE_WEBHOOK_SECRET,
+        ):
+            problems.append(
+                "set ECOMDREAM_STRIPE_WEBHOOK_SECRET to the signing secret (whsec_...) of the webhook endpoint "
+                "in the Stripe Dashboard; the default is the sandbox's, which anyone can read"
+            )
+        host = urlsplit(self.public_api_url).hostname or ""
+        if host in ("127.0.0.1", "localhost", "0.0.0.0", "::1") or not host:
+            problems.append(
+                "set ECOMDREAM_PUBLIC_API_URL to the public https address of the API: the providers "
+                f"cannot deliver webhooks to {self.public_api_url}"
+            )
+        if problems:
+            raise ValueError("live providers are not fully configured: " + "; ".join(problems))
+        return self
 
     @cached_property
     def provider_mode(self) -> ProviderMode:

@@ -789,3 +789,60 @@ def test_mtls_settings_load_the_client_certificate(tmp_path: Path) -> None:
     assert tls_from_settings(Settings()) is False
     with pytest.raises(ValueError, match="TLS_KEY_PATH"):
         tls_from_settings(Settings(temporal_tls_cert_path=tmp_path / "client.pem"))
+
+
+LIVE = {
+    "ECOMDREAM_STRIPE_API_KEY": "sk_live_51SecretKeyValue",
+    "ECOMDREAM_REPLICATE_API_TOKEN": "r8_SecretTokenValue",
+    "ECOMDREAM_STRIPE_WEBHOOK_SECRET": "whsec_RealEndpointSecret",
+    "ECOMDREAM_PUBLIC_API_URL": "https://api.ecomdream.example",
+    "ECOMDREAM_DATABASE_URL": "postgresql+asyncpg://app:DbPassword@db:5432/ecomdream",
+}
+
+
+@pytest.mark.parametrize(
+    ("left_out", "message"),
+    [
+        (
+            "ECOMDREAM_REPLICATE_API_TOKEN",
+            "set both ECOMDREAM_STRIPE_API_KEY and ECOMDREAM_REPLICATE_API_TOKEN",
+        ),
+        ("ECOMDREAM_STRIPE_API_KEY", "set both ECOMDREAM_STRIPE_API_KEY and ECOMDREAM_REPLICATE_API_TOKEN"),
+        ("ECOMDREAM_STRIPE_WEBHOOK_SECRET", "ECOMDREAM_STRIPE_WEBHOOK_SECRET to the signing secret"),
+        ("ECOMDREAM_PUBLIC_API_URL", "cannot deliver webhooks to http://127.0.0.1:8000"),
+    ],
+)
+def test_half_configured_live_providers_refuse_to_start_without_printing_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, left_out: str, message: str
+) -> None:
+    from pydantic import ValidationError
+
+    from ecomdream.config import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for name, value in LIVE.items():
+        if name != left_out:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    assert message in text
+    for secret in (
+        "sk_live_51SecretKeyValue",
+        "r8_SecretTokenValue",
+        "whsec_RealEndpointSecret",
+        "DbPassword",
+    ):
+        assert secret not in text
+
+
+def test_fully_configured_live_providers_start_live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ecomdream.config import ProviderMode, Settings
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in LIVE.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().provider_mode is ProviderMode.LIVE
+    for name in LIVE:
+        monkeypatch.delenv(name)
+    assert Settings().provider_mode is ProviderMode.SANDBOX
