@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import stripe
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -74,9 +77,23 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(OSError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(BotoCoreError)
+    @app.exception_handler(stripe.APIConnectionError)
+    @app.exception_handler(stripe.RateLimitError)
+    @app.exception_handler(stripe.APIError)
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("dependency unavailable: %s", exc)
         return error_response(503, UNAVAILABLE_MESSAGE)
+
+    @app.exception_handler(ClientError)
+    async def storage_error(_: Request, exc: ClientError) -> JSONResponse:
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500 or exc.response.get("Error", {}).get("Code") in ("SlowDown", "RequestTimeout"):
+            log.warning("storage unavailable: %s", exc)
+            return error_response(503, UNAVAILABLE_MESSAGE)
+        log.exception("storage error", exc_info=exc)
+        return error_response(500, "Please try again later")
 
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -25,6 +25,9 @@ def route_template(request: Request) -> str:
     return str(getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched")
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 async def observe_http(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """Middleware: count and time every request under its route template."""
     started = time.perf_counter()
@@ -35,5 +38,7 @@ async def observe_http(request: Request, call_next: Callable[[Request], Awaitabl
         return response
     finally:
         route = route_template(request)
-        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        HTTP_DURATION.labels(route, request.method).observe(time.perf_counter() - started)
+        # The method comes from the client: anything outside HTTP's own set is one label, not a new series.
+        method = request.method if request.method in HTTP_METHODS else "OTHER"
+        HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)

@@ -12,7 +12,6 @@ from fastapi import APIRouter
 from stripe.params.checkout import SessionCreateParams
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.service import RPCError
 
 from api.deps import SessionDep, StateDep
 from api.schemas.payments import (
@@ -87,6 +86,16 @@ def _checkout_params(
 @router.post("/create", status_code=201, response_model=PaymentCreated)
 async def create_payment(body: PaymentCreate, state: StateDep) -> PaymentCreated:
     """Open a Stripe checkout for a plan; the payment is recorded before the customer can pay."""
+    promo = None
+    if body.promocode_id:
+        # Looked up first: a provider outage here leaves nothing behind.
+        try:
+            promo = await resolve_promotion_code(
+                state.stripe, body.promocode_id, int(datetime.now(UTC).timestamp())
+            )
+        except stripe.StripeError as exc:
+            log.warning("promotion code lookup failed: %s", exc)
+            raise ServiceUnavailable("We could not reach the payment provider, please try again") from exc
     async with transaction(state.sessionmaker) as session:
         plan = await PlanRepository(session).get(body.plan_id)
         if plan is None or plan.is_deprecated:
@@ -106,11 +115,6 @@ async def create_payment(body: PaymentCreate, state: StateDep) -> PaymentCreated
             )
         )
     terms = PlanTerms(plan_id=plan.id, plan_name=plan.plan_name, images=plan.feature_amount_images)
-    promo = None
-    if body.promocode_id:
-        promo = await resolve_promotion_code(
-            state.stripe, body.promocode_id, int(datetime.now(UTC).timestamp())
-        )
     try:
         checkout, applied = await create_checkout_session(
             state.stripe,
@@ -131,11 +135,20 @@ async def create_payment(body: PaymentCreate, state: StateDep) -> PaymentCreated
         payment.promocode_id = promo if applied else None
     try:
         await _start_payment_workflow(state.temporal, state, payment_id, terms, expires_at, target)
-    except RPCError as exc:
+    except Exception as exc:
         # Without a workflow nobody would act on the payment: close the checkout so it cannot take money.
         log.error("could not start the workflow of payment %s: %s", payment_id, exc)
-        await state.stripe.v1.checkout.sessions.expire_async(checkout.id)
-        await _mark(state, payment_id, PaymentStatus.FAILED)
+        try:
+            await state.stripe.v1.checkout.sessions.expire_async(checkout.id)
+        except stripe.StripeError as closing:
+            log.error(
+                "checkout %s of payment %s is still open without a workflow; refund it if it is paid: %s",
+                checkout.id,
+                payment_id,
+                closing,
+            )
+        finally:
+            await _mark(state, payment_id, PaymentStatus.FAILED)
         raise ServiceUnavailable("We could not open your checkout, please try again") from exc
     return PaymentCreated(
         payment_id=payment_id,

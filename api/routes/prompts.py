@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from api.schemas.prompts import (
     PromptPublic,
     PromptsPublic,
 )
+from api.state import AppState
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts import journey_id
 from ecomdream.contracts.prompt import PromptRequest, PromptSpec
@@ -48,6 +50,7 @@ from ecomdream.repositories.prompts import PromptRepository
 from ecomdream.repositories.versions import VersionRepository
 from workflows.journey import JourneyWorkflow
 
+log = logging.getLogger("ecomdream.api.prompts")
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
 
 REJECTIONS: dict[str, type[EcomdreamError]] = {
@@ -174,17 +177,23 @@ async def create_prompt(
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         # Accepted and still running: the images will appear in the list when done. The prompt's own
         # workflow records it too, but a busy worker may not have yet; the customer can look it up now.
-        async with transaction(state.sessionmaker) as session:
-            await PromptRepository(session).start_spec(prompt_id, version_id, spec)
-        return JSONResponse(PromptAccepted(prompt_id=prompt_id).model_dump(mode="json"), status_code=202)
+        return await _still_running(state, prompt_id, version_id, spec)
+    except Exception:
+        # Accepted, so it runs and is charged whatever happens here: never tell the customer to retry.
+        log.warning("lost sight of accepted prompt %s", prompt_id, exc_info=True)
+        return await _still_running(state, prompt_id, version_id, spec)
     if outcome.status != "succeeded":
         raise UpstreamFailed(f"{outcome.error or 'Generation failed'}. No images were charged to your quota.")
-    async with transaction(state.sessionmaker) as session:
-        row = await PromptRepository(session).one(prompt_id)
-        version_now = await VersionRepository(session).get(version_id)
-    assert row is not None
-    assert version_now is not None
-    public = await _public(state.storage, row)
+    try:
+        async with transaction(state.sessionmaker) as session:
+            row = await PromptRepository(session).one(prompt_id)
+            version_now = await VersionRepository(session).get(version_id)
+        assert row is not None
+        assert version_now is not None
+        public = await _public(state.storage, row)
+    except Exception:
+        log.warning("could not read finished prompt %s", prompt_id, exc_info=True)
+        return await _still_running(state, prompt_id, version_id, spec)
     return PromptCreated(
         prompt_id=prompt_id,
         images=[image.url for image in public.images],
@@ -192,6 +201,19 @@ async def create_prompt(
         prompt_text=spec.prompt,
         prompt_negative=spec.negative_prompt,
     )
+
+
+async def _still_running(
+    state: AppState, prompt_id: uuid.UUID, version_id: uuid.UUID, spec: PromptSpec
+) -> JSONResponse:
+    """202 for an accepted prompt: its result will be in the list (recorded now when the database answers)."""
+    try:
+        async with transaction(state.sessionmaker) as session:
+            await PromptRepository(session).start_spec(prompt_id, version_id, spec)
+    except Exception:
+        # The prompt's own workflow records it as soon as it runs.
+        log.warning("could not record accepted prompt %s yet", prompt_id, exc_info=True)
+    return JSONResponse(PromptAccepted(prompt_id=prompt_id).model_dump(mode="json"), status_code=202)
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:

@@ -59,6 +59,12 @@ def build_api_router(state: SandboxState) -> APIRouter:
     """All `/v1` endpoints the sandbox implements, plus Stripe's 404 for the rest."""
 
     async def authenticate(request: Request) -> None:
+        if state.config.unavailable:
+            raise StripeAPIError(
+                "An error occurred with our connection to Stripe. Request was retried 0 times.",
+                status=503,
+                type_="api_error",
+            )
         check_api_key(api_key_from(request), state.config)
 
     router = APIRouter(prefix="/v1", dependencies=[Depends(authenticate)])

@@ -31,6 +31,7 @@ class ConfigUpdate(BaseModel):
     webhook_secret: str | None = None
     retry_base_delay: float | None = Field(default=None, ge=0)
     max_attempts: int | None = Field(default=None, ge=1, le=20)
+    unavailable: bool | None = None
 
 
 def _state_error(error: SessionStateError) -> JSONResponse:
@@ -159,4 +160,5 @@ def _config_json(state: SandboxState) -> JSON:
         "retry_base_delay": config.retry_base_delay,
         "max_attempts": config.max_attempts,
         "public_url": config.base_url,
+        "unavailable": config.unavailable,
     }

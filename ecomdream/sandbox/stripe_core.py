@@ -56,6 +56,8 @@ class SandboxConfig:
     max_attempts: int = 5
     delivery_timeout: float = 10.0
     expiry_sweep_interval: float = 5.0
+    # An outage: every /v1 call answers 503 api_error, as Stripe does when it cannot serve a request.
+    unavailable: bool = False
 
     @property
     def base_url(self) -> str:

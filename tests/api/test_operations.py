@@ -190,6 +190,8 @@ class TestMetrics:
         _, version_id = await ready_model(api, temporal)
         assert (await prompt(api, version_id)).status_code == 201
         await api.get(f"/api/v1/versions/info/{uuid.uuid4()}")
+        for invented in ("X0Y", "X1Y", "BREW"):
+            await api.request(invented, "/health")
         async with httpx.AsyncClient() as client:
             api_metrics = (await client.get(f"http://127.0.0.1:{stack.ports.metrics}/metrics")).text
 
@@ -203,6 +205,10 @@ class TestMetrics:
             api_metrics,
         )
         assert "ecomdream_http_request_duration_seconds_bucket" in api_metrics
+        # Methods are chosen by clients: invented ones share one label instead of growing the series.
+        methods = set(re.findall(r'ecomdream_http_requests_total\{[^}]*method="([^"]+)"', api_metrics))
+        assert "OTHER" in methods
+        assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"}, methods
         assert re.search(r'ecomdream_webhooks_total\{outcome="accepted",provider="stripe"\}', api_metrics)
         for name in (
             "ecomdream_journeys_total",

@@ -7,6 +7,7 @@ import uuid
 import httpx
 import pytest
 import stripe
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -124,6 +125,30 @@ class TestCreatePayment:
     async def test_initial_plan_ignores_version_id(self, api: httpx.AsyncClient, db: AsyncEngine) -> None:
         created = await create_payment(api, version_id=str(uuid.uuid4()))
         assert (await payment_row(db, created["payment_id"]))["version_id"] is None
+
+
+class TestStripeOutage:
+    async def test_checkout_during_an_outage_answers_503_and_leaves_no_open_payment(
+        self, api: httpx.AsyncClient, db: AsyncEngine, stripe_knobs: httpx.AsyncClient
+    ) -> None:
+        await stripe_knobs.post("/_sandbox/config", json={"unavailable": True})
+        with_code = await api.post("/api/v1/payments/create", json={"plan_id": 1, "promocode_id": "SPRING20"})
+        plain = await api.post("/api/v1/payments/create", json={"plan_id": 1})
+        await stripe_knobs.post("/_sandbox/config", json={"unavailable": False})
+
+        for refused in (with_code, plain):
+            assert refused.status_code == 503, refused.text
+            assert refused.json() == {
+                "code": 503,
+                "message": "We could not reach the payment provider, please try again",
+            }
+        # The promotion code is looked up before anything is recorded; the checkout that Stripe could
+        # not open is on record as failed. Nothing is left pending, waiting for money.
+        async with db.connect() as conn:
+            statuses = (await conn.execute(text("SELECT status FROM payments"))).scalars().all()
+        assert statuses == ["failed"]
+        created = await create_payment(api, promocode_id="SPRING20")
+        assert created["promocode_applied"] is True
 
 
 class TestPromotionCodes:
