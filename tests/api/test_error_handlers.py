@@ -24,7 +24,7 @@ RAISED: dict[str, BaseException] = {
     "s3-down": EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
     "s3-503": _client_error(503, "ServiceUnavailable"),
     "s3-slowdown": _client_error(503, "SlowDown"),
-    "stripe-connection": stripe.APIConnectionError("connection refused"),
+    "stripe-connection": stripe.APIConnectionError("connection refused"),  # type: ignore[no-untyped-call]
     "stripe-rate": stripe.RateLimitError("too many requests"),
     "stripe-500": stripe.APIError("internal error"),
     "s3-denied": _client_error(403, "AccessDenied"),
