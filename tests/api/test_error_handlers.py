@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 import stripe
@@ -13,10 +15,8 @@ from api.errors import UNAVAILABLE_MESSAGE, install_error_handlers
 
 
 def _client_error(status: int, code: str) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "GetObject",
-    )
+    response: Any = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, "GetObject")
 
 
 RAISED: dict[str, BaseException] = {
