@@ -7,6 +7,7 @@ import uuid
 import stripe
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from ecomdream.contracts.payment import GrantRecord, PaymentUpdate, QuotaUpdate, RefundRequest, RefundResult
 from ecomdream.db.session import SessionMaker, transaction
@@ -42,17 +43,36 @@ class PaymentActivities:
             # Nothing was charged (100 % promo) or the refund was already recorded.
             refund_id, amount = already, 0
         else:
-            refund = await self.stripe.v1.refunds.create_async(
-                params={"payment_intent": intent, "metadata": {"payment_id": str(request.payment_id)}},
-                options={"idempotency_key": f"refund-{request.payment_id}"},
-            )
-            refund_id, amount = refund.id, refund.amount
+            refund_id, amount = await self._refund(request, intent)
         async with transaction(self.sessionmaker) as session:
             await PaymentRepository(session).set_refund(
                 request.payment_id, refund_id, activity.info().started_time
             )
         activity.logger.info("payment refunded (%s): %s", request.reason, refund_id)
         return RefundResult(refund_id=refund_id, amount=amount)
+
+    async def _refund(self, request: RefundRequest, intent: str) -> tuple[str, int]:
+        try:
+            refund = await self.stripe.v1.refunds.create_async(
+                params={"payment_intent": intent, "metadata": {"payment_id": str(request.payment_id)}},
+                options={"idempotency_key": f"refund-{request.payment_id}"},
+            )
+        except stripe.InvalidRequestError as error:
+            if error.code == "charge_already_refunded":
+                # Refunded outside the service (the Stripe Dashboard): adopt that refund.
+                existing = await self.stripe.v1.refunds.list_async(
+                    params={"payment_intent": intent, "limit": 100}
+                )
+                refunds = [r for r in existing.data if r.status not in ("failed", "canceled")]
+                if refunds:
+                    return refunds[0].id, sum(r.amount for r in refunds)
+            # Stripe will give the same answer next time (a dispute, a deleted charge): an operator's case.
+            raise ApplicationError(
+                f"Stripe refused the refund: {error.user_message or error}",
+                type="RefundRejected",
+                non_retryable=True,
+            ) from error
+        return refund.id, refund.amount
 
     @activity.defn
     async def record_grant(self, grant: GrantRecord) -> None:

@@ -265,7 +265,7 @@ class JourneyWorkflow:
             self.busy = True
             try:
                 self.state = self.state.model_copy(update={"error": reason})
-                await training.refund(self.state.payment_id, reason)
+                self._refunded(await training.refund(self.state.payment_id, reason))
                 await training.delete(staging_prefix(self.state.payment_id))
                 self._set_stage(JourneyStage.FAILED)
             finally:
@@ -303,7 +303,9 @@ class JourneyWorkflow:
     @workflow.update
     async def refund(self, request: OperatorRefund) -> RefundResult:
         """Operator: refund the payment now (once; a second refund returns the first)."""
-        return await training.refund(self.state.payment_id, f"Refunded by operator: {request.reason}")
+        return self._refunded(
+            await training.refund(self.state.payment_id, f"Refunded by operator: {request.reason}")
+        )
 
     @refund.validator
     def validate_refund(self, request: OperatorRefund) -> None:
@@ -463,9 +465,16 @@ class JourneyWorkflow:
             await training.record_outcome(
                 version_id, TrainingStatus(training_id="", status="failed", error=reason)
             )
-        await training.refund(self.state.payment_id, reason)
+        self._refunded(await training.refund(self.state.payment_id, reason))
         await training.delete(*training.cleanup_prefixes(self.state.payment_id, version_id, with_zip))
         self._set_stage(JourneyStage.FAILED)
+
+    def _refunded(self, result: RefundResult) -> RefundResult:
+        """Remember a refused refund, so the journey's details tell operators to settle it."""
+        if result.error is not None:
+            self.state = self.state.model_copy(update={"refund_error": result.error})
+            workflow.set_current_details(self._details(self.state.stage))
+        return result
 
     def _snapshot(self) -> JourneyState:
         return self.state.model_copy(update={"seen_events": tuple(self.checkout.seen)})
@@ -478,6 +487,8 @@ class JourneyWorkflow:
             assert self.request is not None
             minutes = round(self.request.retry_window_seconds / 60)
             return f"Failed: {self.state.error}; refund in {minutes} min unless an operator retries"
+        if stage is JourneyStage.FAILED and self.state.refund_error is not None:
+            return f"Failed: {self.state.error}; NOT refunded — {self.state.refund_error}; an operator must settle it"
         if stage is JourneyStage.FAILED:
             return f"Failed: {self.state.error}; refunded"
         if stage is JourneyStage.TRAINING:

@@ -200,15 +200,21 @@ async def record_outcome(version_id: uuid.UUID, status: TrainingStatus) -> None:
 
 
 async def refund(payment_id: uuid.UUID, reason: str) -> RefundResult:
-    """Refund the payment (idempotent at Stripe)."""
+    """Refund the payment (idempotent at Stripe); a refund Stripe refuses comes back with its reason."""
     metrics.refund()
-    return await workflow.execute_activity_method(
-        PaymentActivities.refund_payment,
-        RefundRequest(payment_id=payment_id, reason=reason),
-        start_to_close_timeout=REPLICATE_TIMEOUT,
-        retry_policy=LEDGER_RETRY,
-        summary="refund the payment",
-    )
+    try:
+        return await workflow.execute_activity_method(
+            PaymentActivities.refund_payment,
+            RefundRequest(payment_id=payment_id, reason=reason),
+            start_to_close_timeout=REPLICATE_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary="refund the payment",
+        )
+    except ActivityError as err:
+        if isinstance(err.cause, ApplicationError) and err.cause.type == "RefundRejected":
+            workflow.logger.warning("refund refused: %s", err.cause.message)
+            return RefundResult(refund_id=None, amount=0, error=err.cause.message)
+        raise
 
 
 async def delete(*prefixes: str) -> None:

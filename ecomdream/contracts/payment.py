@@ -93,6 +93,7 @@ class JourneyState(Contract):
     applied_addons: tuple[uuid.UUID, ...] = ()
     applied_grants: tuple[uuid.UUID, ...] = ()
     error: str | None = None
+    refund_error: str | None = None
 
 
 class AddonInput(Contract):
@@ -139,6 +140,8 @@ class RefundResult(Contract):
 
     refund_id: str | None
     amount: int
+    # Set when Stripe refused the refund (e.g. a disputed charge): nothing was refunded, an operator must act.
+    error: str | None = None
 
 
 class QuotaUpdate(Contract):

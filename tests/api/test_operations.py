@@ -7,11 +7,13 @@ import uuid
 
 import httpx
 import pytest
+import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowUpdateFailedError
 
+from ecomdream.config import SANDBOX_STRIPE_KEY
 from ecomdream.contracts import journey_id
 from ecomdream.contracts.payment import CancelRequest, GrantRequest, JourneyState, RetryRequest
 from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
@@ -181,6 +183,56 @@ class TestOperatorActions:
         assert [(r.images, r.reason, str(r.version_id)) for r in rows] == [
             (50, "goodwill after an outage", version_id)
         ]
+
+
+class TestRefundsStripeAnswersDifferently:
+    async def test_a_payment_refunded_in_the_dashboard_is_adopted_not_refunded_twice(
+        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
+    ) -> None:
+        payment_id = await paid_payment(api, temporal)
+        row = await eventually(
+            lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None
+        )
+        dashboard = stripe.StripeClient(SANDBOX_STRIPE_KEY, base_addresses={"api": stack.stripe_url})
+        by_hand = await dashboard.v1.refunds.create_async(params={"payment_intent": row["payment_intent_id"]})
+
+        handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
+        state = await handle.execute_update(JourneyWorkflow.cancel, CancelRequest(reason="customer asked"))
+
+        assert state.stage.value == "failed"
+        assert state.refund_error is None
+        refunded = await eventually(lambda: payment_row(db, payment_id), lambda r: r["status"] == "refunded")
+        assert refunded["refund_id"] == by_hand.id
+        listed = await dashboard.v1.refunds.list_async(params={"payment_intent": row["payment_intent_id"]})
+        assert [r.id for r in listed.data] == [by_hand.id]
+        _, details, _ = await operator_view(temporal, payment_id)
+        assert details == "Failed: Cancelled by operator: customer asked; refunded"
+
+    async def test_a_refund_stripe_refuses_ends_the_journey_and_asks_for_an_operator(
+        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
+    ) -> None:
+        payment_id = await paid_payment(api, temporal)
+        await eventually(lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None)
+        async with db.begin() as conn:  # the charge is gone at Stripe (say, deleted in a test account)
+            await conn.execute(
+                text("UPDATE payments SET payment_intent_id = 'pi_gone' WHERE id = :id"), {"id": payment_id}
+            )
+
+        handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
+        state = await handle.execute_update(JourneyWorkflow.cancel, CancelRequest(reason="customer asked"))
+
+        assert state.stage.value == "failed"
+        assert state.refund_error is not None
+        assert state.refund_error.startswith("Stripe refused the refund: No such payment_intent")
+        row = await payment_row(db, payment_id)
+        assert (row["status"], row["refund_id"]) == ("paid", None)
+        _, details, attrs = await operator_view(temporal, payment_id)
+        assert details.startswith(
+            "Failed: Cancelled by operator: customer asked; NOT refunded — Stripe refused"
+        )
+        assert details.endswith("an operator must settle it")
+        assert attrs["JourneyStage"] == "failed"
+        assert await staged_keys(stack, f"staging/{payment_id}/") == []
 
 
 class TestMetrics:
