@@ -55,7 +55,13 @@ class ImageActivities:
 
     async def _check_one(self, photo: StagedPhoto) -> PhotoProblem | None:
         async with self.slots:
-            data = await self.storage.get(photo.key)
+            try:
+                data = await self.storage.get(photo.key)
+            except self.storage.client.exceptions.NoSuchKey:
+                # Retrying cannot bring it back; the customer can, by uploading again.
+                return PhotoProblem(
+                    file=photo.name, error="This file was lost before it was checked; upload it again"
+                )
             problem = await self._cpu(
                 partial(
                     imaging.check_image,

@@ -108,6 +108,16 @@ class JourneyWorkflow:
             except ApplicationError:
                 self._set_stage(JourneyStage.PAID)
                 raise
+            except ActivityError as err:
+                # The check itself kept failing: the customer may try again, nothing was charged or started.
+                workflow.logger.warning("photo check gave up: %s", err.cause or err)
+                await training.delete(training.staging_prefix_of(request))
+                self._set_stage(JourneyStage.PAID)
+                raise ApplicationError(
+                    "We could not check your photos right now; please upload them again in a few minutes",
+                    type="PhotosUnchecked",
+                    non_retryable=True,
+                ) from err
             version_id = workflow.uuid4()
             self.state = self.state.model_copy(
                 update={

@@ -46,6 +46,7 @@ UPDATE_ERRORS: dict[str, type[EcomdreamError]] = {
     "NotPaid": PaymentRequired,
     "Busy": Conflict,
     "AlreadyTraining": Conflict,
+    "PhotosUnchecked": ServiceUnavailable,
 }
 
 
@@ -79,6 +80,11 @@ async def _precheck(state: StateDep, payment_id: uuid.UUID) -> None:
         raise PaymentRequired("You must pay to train model")
     if journey.stage is JourneyStage.VALIDATING:
         raise Conflict("Your photos are already being processed, please wait")
+    if journey.stage is JourneyStage.FAILED:
+        raise Conflict(
+            "The training paid with this payment failed and it cannot train another model; "
+            "the payment is refunded (or our team is retrying the training)"
+        )
     if journey.stage is not JourneyStage.PAID:
         raise Conflict("You already have a model for this payment")
 
@@ -122,6 +128,9 @@ async def train_version(
     upload_id = uuid.uuid4()
     try:
         photos = await stage_photos(state.storage, payment_id, upload_id, upload)
+    except BaseException:
+        await discard(state.storage, payment_id, upload_id)
+        raise
     finally:
         await upload.close()
     train = TrainRequest(
@@ -142,8 +151,18 @@ async def train_version(
         if isinstance(outcome, JSONResponse):
             return outcome
         raise outcome from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            # The journey ended between the check above and now: these photos will never be used.
+            await discard(state.storage, payment_id, upload_id)
+            raise Gone("This payment can no longer be used to train a model") from exc
+        raise
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-        raise ServiceUnavailable("Training is taking long to start; check the model status shortly") from exc
+        # The journey may still take these photos: keep them, and say where the outcome will show.
+        raise ServiceUnavailable(
+            f"Your photos are still being checked. In a minute, GET /api/v1/payments/{payment_id} shows "
+            "the version_id of your model once training has started; if it does not, upload again"
+        ) from exc
     return TrainingStarted(version_id=accepted.version_id)
 
 

@@ -10,8 +10,9 @@ import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -27,6 +28,7 @@ from ecomdream.contracts.payment import (
     RefundResult,
 )
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
+from ecomdream.contracts.training import Cleanup, PhotoCheck, PhotoCheckResult, StagedPhoto, TrainRequest
 from ecomdream.devstack.processes import venv_binary
 from workflows import WORKFLOWS
 from workflows.journey import JourneyWorkflow
@@ -127,3 +129,65 @@ class TestCheckoutDeadline:
 
 def test_search_attributes_are_named_as_operators_expect() -> None:
     assert SEARCH_ATTRIBUTE_NAMES == ("PaymentId", "VersionId", "JourneyStage", "PlanName")
+
+
+class TestPhotoCheckGivesUp:
+    async def test_a_photo_check_that_keeps_failing_hands_the_upload_back_to_the_customer(
+        self, env: WorkflowEnvironment
+    ) -> None:
+        fakes = FakePaymentActivities()
+        attempts: list[int] = []
+        deleted: list[tuple[str, ...]] = []
+
+        @activity.defn(name="check_photos")
+        async def check_photos(check: PhotoCheck) -> PhotoCheckResult:
+            attempts.append(activity.info().attempt)
+            raise RuntimeError("the bucket is unreachable")
+
+        @activity.defn(name="delete_objects")
+        async def delete_objects(cleanup: Cleanup) -> int:
+            deleted.append(cleanup.prefixes)
+            return 0
+
+        payment_id = uuid.uuid4()
+        upload_id = uuid.uuid4()
+        staged = f"staging/{payment_id}/{upload_id}/"
+        request = TrainRequest(
+            upload_id=upload_id,
+            class_name="sneaker",
+            photos=tuple(StagedPhoto(name=f"{i}.jpg", key=f"{staged}{i}") for i in range(5)),
+        )
+        async with Worker(
+            env.client,
+            task_queue="journey-test",
+            workflows=WORKFLOWS,
+            activities=[fakes.set_payment_status, fakes.refund_payment, check_photos, delete_objects],
+        ):
+            handle = await env.client.start_workflow(
+                JourneyWorkflow.run,
+                JourneyInput(
+                    payment_id=payment_id, plan=PLAN, pay_by=await env.get_current_time() + timedelta(hours=1)
+                ),
+                id=f"journey-{payment_id}",
+                task_queue="journey-test",
+            )
+            await handle.signal(
+                JourneyWorkflow.payment_event,
+                PaymentEvent(event_id="evt_1", kind=PaymentEventKind.COMPLETED, payment_status="paid"),
+            )
+            while (await handle.query(JourneyWorkflow.get_state)).stage.value != "paid":
+                await env.sleep(timedelta(seconds=1))
+            update = await handle.start_update(
+                JourneyWorkflow.train, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+            )
+            await env.sleep(timedelta(minutes=31))
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await update.result()
+            state = await handle.query(JourneyWorkflow.get_state)
+
+        assert isinstance(refused.value.cause, ApplicationError)
+        assert refused.value.cause.type == "PhotosUnchecked"
+        assert "upload them again" in refused.value.cause.message
+        assert state.stage.value == "paid", "the customer can upload again"
+        assert len(attempts) > 3, "transient failures were retried first"
+        assert deleted == [(staged,)], "the unchecked upload is not left behind"
