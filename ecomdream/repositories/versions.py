@@ -108,7 +108,12 @@ class VersionRepository:
         await self.session.execute(update(Version).where(Version.id == version_id).values(**values))
 
     async def set_quota(self, version_id: uuid.UUID, images_quota: int) -> None:
-        """Store the quota the journey computed (the journey is the source of truth)."""
+        """Store the quota the journey computed (the journey is the source of truth).
+
+        Quotas only grow, so the larger value wins: two add-ons recorded out of order keep the later total.
+        """
         await self.session.execute(
-            update(Version).where(Version.id == version_id).values(images_quota=images_quota)
+            update(Version)
+            .where(Version.id == version_id)
+            .values(images_quota=func.greatest(Version.images_quota, images_quota))
         )
