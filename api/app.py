@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import start_http_server
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.limits import BodyLimit
 from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
 from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
-    app.middleware("http")(observe_http)
+    app.add_middleware(BodyLimit)
+    app.middleware("http")(observe_http)  # outside the limit, so refused bodies are counted too
     app.include_router(health.router)
     app.include_router(payments.router)
     app.include_router(stripe_webhook.router)

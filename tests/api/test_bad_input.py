@@ -723,3 +723,31 @@ class TestReplicateWebhook:
             REPLICATE_WEBHOOK, params={"target": f"payment-{UNKNOWN}"}, content=body, headers=headers
         )
         assert_error(response, 400, "Unknown webhook target")
+
+
+class TestBodySize:
+    BIG = b'{"padding": "' + b"x" * (1024 * 1024) + b'"}'
+
+    @pytest.mark.parametrize(
+        "path",
+        ["/api/v1/payments/webhook", "/api/v1/replicate/webhook?target=journey-x", "/api/v1/payments/create"],
+    )
+    async def test_a_body_over_1_mb_is_413_declared_or_streamed(
+        self, api: httpx.AsyncClient, path: str
+    ) -> None:
+        declared = await api.post(path, content=self.BIG, headers={"content-type": "application/json"})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(self.BIG), 64 * 1024):
+                yield self.BIG[start : start + 64 * 1024]
+
+        streamed = await api.post(path, content=chunks(), headers={"content-type": "application/json"})
+        for response in (declared, streamed):
+            assert response.status_code == 413, response.text
+            assert response.json() == {"code": 413, "message": "The request body is too large (at most 1 MB)"}
+
+    async def test_bodies_under_the_limit_reach_the_route(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(
+            "/api/v1/payments/webhook", content=b"{}", headers={"stripe-signature": "t=1"}
+        )
+        assert response.status_code == 400
