@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts.training import TrainAccepted, TrainingEvent, TrainingStatus, TrainRequest
     from workflows import metrics, training
     from workflows.checkout import Checkout
-    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT
+    from workflows.policies import LEDGER_RETRY, LEDGER_TIMEOUT, customer_reason
     from workflows.prompt import PromptWorkflow
 
 ENDED = {JourneyStage.EXPIRED, JourneyStage.PAYMENT_FAILED, JourneyStage.FAILED}
@@ -132,7 +132,8 @@ class JourneyWorkflow:
                     self.state.payment_id, version_id, request, TRIGGER_TOKEN, self.state.images_quota
                 )
             except ActivityError as err:
-                await self._fail(f"The training could not be started: {err.cause or err}", with_zip=True)
+                workflow.logger.warning("training not started: %s", err.cause or err)
+                await self._fail(f"The training could not be started: {customer_reason(err)}", with_zip=True)
                 raise ApplicationError(
                     "We could not start the training; your payment has been refunded",
                     type="TrainingNotStarted",
@@ -437,7 +438,8 @@ class JourneyWorkflow:
                 version_id, self.request.class_name, self.state.trigger_token or TRIGGER_TOKEN
             )
         except ActivityError as err:
-            again = f"The training could not be started again: {err.cause or err}"
+            workflow.logger.warning("training not started again: %s", err.cause or err)
+            again = f"The training could not be started again: {customer_reason(err)}"
             await training.record_outcome(
                 version_id, TrainingStatus(training_id="", status="failed", error=again)
             )

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 LEDGER_TIMEOUT = timedelta(seconds=30)
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -39,3 +40,16 @@ def abandon(task: asyncio.Future[Any]) -> None:
     """
     task.cancel()
     task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+
+
+# Failures whose message was written for the customer; anything else is an internal error text.
+CUSTOMER_FACING = frozenset({"ReplicateRejected", "OutputGone", "BadOutput"})
+INTERNAL = "a temporary problem on our side"
+
+
+def customer_reason(err: ActivityError) -> str:
+    """What a customer may read about a failed activity (the full error stays in the worker's log)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in CUSTOMER_FACING:
+        return cause.message
+    return INTERNAL

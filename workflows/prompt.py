@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         REPLICATE_TIMEOUT,
         VENDOR_RETRY,
         abandon,
+        customer_reason,
         polling,
     )
 
@@ -77,7 +78,8 @@ class PromptWorkflow:
                 summary=f"copy {len(status.output)} image(s) to our bucket",
             )
         except ActivityError as err:
-            return await self._finish(prompt, None, error=f"Generation failed: {err.cause or err}")
+            workflow.logger.warning("generation failed: %s", err.cause or err)
+            return await self._finish(prompt, None, error=f"Generation failed: {customer_reason(err)}")
         await workflow.execute_activity_method(
             PromptActivities.record_prompt_finished,
             PromptFinished(
