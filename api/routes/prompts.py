@@ -92,15 +92,18 @@ def _usable(version: Version | None) -> Version:
 
 
 async def _public(storage: Storage, row: dict[str, Any]) -> PromptPublic:
-    images = [
-        ImagePublic(
-            url=await storage.public_url(image["key"]),
-            width=image["width"],
-            height=image["height"],
-            created_at=image["created_at"],
+    images = []
+    for image in row["images"]:
+        url = await storage.public_url(image["key"])
+        images.append(
+            ImagePublic(
+                url=url,
+                cdn_url=url,
+                width=image["width"],
+                height=image["height"],
+                created_at=image["created_at"],
+            )
         )
-        for image in row["images"]
-    ]
     return PromptPublic(
         id=row["id"],
         prompt=row["prompt_text"],

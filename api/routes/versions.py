@@ -16,7 +16,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import SessionDep, StateDep
-from api.schemas.versions import PhotoErrorPublic, PhotosRejected, TrainingStarted, VersionInfo, VersionPublic
+from api.schemas.versions import (
+    ExtendedInfo,
+    PhotoErrorPublic,
+    PhotosRejected,
+    TrainingStarted,
+    VersionInfo,
+    VersionPublic,
+)
 from api.uploads import MB, UploadLimits, discard, parse_photos, stage_photos
 from ecomdream.contracts import journey_id
 from ecomdream.contracts.payment import JourneyStage
@@ -180,13 +187,18 @@ def _public(version: Version) -> VersionPublic:
     if ready:
         info = VersionInfo(
             id=version.id,
+            class_=version.class_name,
             class_name=version.class_name,
+            identifier=version.trigger_token,
             trigger_token=version.trigger_token,
             created_at=version.created_at,
             ready_at=version.ready_at,
             feature_amount_images=version.images_quota,
             amount_images_generated=version.images_generated,
             images_left=max(version.images_quota - version.images_generated, 0),
+            extended_info=ExtendedInfo(
+                amount_images_generated=version.images_generated, feature_amount_images=version.images_quota
+            ),
         )
     return VersionPublic(
         status=version.status,  # type: ignore[arg-type]

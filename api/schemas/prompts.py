@@ -97,8 +97,10 @@ class ImagePublic(BaseModel):
     """One generated image."""
 
     url: str
+    cdn_url: str = Field(description="Same as url (the first version of the API's name)")
     width: int
     height: int
+    is_upscaled: bool = False
     created_at: datetime
 
 

@@ -34,17 +34,28 @@ class PhotosRejected(BaseModel):
     )
 
 
+class ExtendedInfo(BaseModel):
+    """The quota as the first version of the API reported it (kept for its clients)."""
+
+    amount_images_generated: int
+    feature_amount_images: int
+
+
 class VersionInfo(BaseModel):
     """A ready model: its class and its image quota."""
 
     id: uuid.UUID
+    class_: str = Field(serialization_alias="class", description="What the photos show (same as class_name)")
     class_name: str
+    identifier: str = Field(description="The token that names the subject in prompts (same as trigger_token)")
     trigger_token: str
     created_at: datetime
     ready_at: datetime | None
+    deleted_at: datetime | None = None
     feature_amount_images: int
     amount_images_generated: int
     images_left: int
+    extended_info: ExtendedInfo
 
 
 class VersionPublic(BaseModel):

@@ -107,6 +107,8 @@ class TestGenerate:
         assert newest["status"] == oldest["status"] == "succeeded"
         assert [(i["width"], i["height"]) for i in oldest["images"]] == [(768, 512)]
         assert len(newest["images"]) == 4
+        # The first API's clients read cdn_url and is_upscaled.
+        assert all(i["cdn_url"] == i["url"] and i["is_upscaled"] is False for i in newest["images"])
         assert oldest["seed"] == 7
         assert page["next_cursor"] is None
 

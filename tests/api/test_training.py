@@ -96,6 +96,11 @@ class TestTrainingSucceeds:
         assert ready["progress"] == 1.0
         assert ready["error"] is None
         assert ready["info"]["class_name"] == "sneaker"
+        # The first API's clients read these names; they stay.
+        assert ready["info"]["class"] == "sneaker"
+        assert ready["info"]["identifier"] == ready["info"]["trigger_token"]
+        assert ready["info"]["deleted_at"] is None
+        assert ready["info"]["extended_info"] == {"amount_images_generated": 0, "feature_amount_images": 100}
         assert ready["info"]["feature_amount_images"] == 100
         assert ready["info"]["amount_images_generated"] == 0
         assert ready["info"]["images_left"] == 100
