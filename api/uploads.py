@@ -138,7 +138,8 @@ async def stage_photos(
     for index, (name, file) in enumerate(zip(names, upload.files, strict=True)):
         key = f"staging/{payment_id}/{upload_id}/{index:02d}"
         await file.seek(0)
-        await storage.upload_file(key, file.file, file.content_type or "application/octet-stream")
+        # The UploadFile itself: its read() runs disk reads in a thread, never on the event loop.
+        await storage.upload_file(key, file, file.content_type or "application/octet-stream")
         staged.append(StagedPhoto(name=name[:255], key=key))
     return tuple(staged)
 

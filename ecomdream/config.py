@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr = SecretStr(SANDBOX_STRIPE_WEBHOOK_SECRET)
     stripe_api_base: str | None = None
     stripe_currency: str = "usd"
-    checkout_expiry_minutes: int = Field(default=60, ge=30, le=24 * 60)
+    # Stripe wants 30 min to 24 h after creation; expires_at is computed just before the call, hence 31.
+    checkout_expiry_minutes: int = Field(default=60, ge=31, le=24 * 60)
     checkout_success_url: str = "http://127.0.0.1:8000/docs"
     checkout_cancel_url: str = "http://127.0.0.1:8000/docs"
 

@@ -846,3 +846,15 @@ def test_fully_configured_live_providers_start_live(monkeypatch: pytest.MonkeyPa
     for name in LIVE:
         monkeypatch.delenv(name)
     assert Settings().provider_mode is ProviderMode.SANDBOX
+
+
+def test_checkout_expiry_keeps_to_what_stripe_accepts() -> None:
+    from pydantic import ValidationError
+
+    from ecomdream.config import Settings
+
+    # Stripe refuses expires_at under 30 minutes after creation; it is computed just before the call.
+    for refused in (30, 24 * 60 + 1):
+        with pytest.raises(ValidationError, match="checkout_expiry_minutes"):
+            Settings(checkout_expiry_minutes=refused)
+    assert Settings(checkout_expiry_minutes=31).checkout_expiry_minutes == 31

@@ -106,7 +106,10 @@ class Storage:
         return int(response["ContentLength"])
 
     async def upload_file(self, key: str, fileobj: object, content_type: str) -> None:
-        """Stream a file object to key (multipart for large files), without reading it whole."""
+        """Stream a file object to key (multipart for large files), without reading it whole.
+
+        `fileobj.read` may be a coroutine function (an UploadFile), so disk reads stay off the event loop.
+        """
         await self.client.upload_fileobj(
             fileobj,  # type: ignore[arg-type]
             self.bucket,
