@@ -45,7 +45,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
         max_side=settings.photo_max_side,
     )
     images = ImageActivities(storage, executor, rules, concurrency=cpus * 2)
-    payments = PaymentActivities(sessionmaker, create_stripe_client(settings))
+    payments = PaymentActivities(sessionmaker, create_stripe_client(settings, stack))
     records = RecordActivities(sessionmaker)
     setup = TrainingSetup(
         owner=settings.replicate_owner,
@@ -55,7 +55,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
         steps=settings.training_steps,
         webhook_base=f"{settings.public_api_url.rstrip('/')}/api/v1/replicate/webhook",
     )
-    replicate_client = create_replicate_client(settings, paced=True)
+    replicate_client = create_replicate_client(settings, paced=True, stack=stack)
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     # Replicate serves outputs only to authenticated requests; the token is ours to send.

@@ -79,6 +79,8 @@ async def created_since(
         if page.next is None or (oldest is not None and oldest < since):
             return
         cursor = page.next
+    # Not one lost create in this many pages: the caller creates anew, which may make a duplicate.
+    activity.logger.warning("gave up looking for a lost create after %d pages of Replicate's list", max_pages)
 
 
 def _first_scheduled() -> datetime:

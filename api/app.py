@@ -37,8 +37,8 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         sessionmaker=create_sessionmaker(engine),
         temporal=temporal,
         storage=storage,
-        stripe=create_stripe_client(settings),
-        replicate=create_replicate_client(settings),
+        stripe=create_stripe_client(settings, stack),
+        replicate=create_replicate_client(settings, stack=stack),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -45,15 +46,21 @@ class PacedTransport(httpx.AsyncBaseTransport):
         await self.wrapped.aclose()
 
 
-def create_replicate_client(settings: Settings, *, paced: bool = False) -> Client:
-    """A client with the configured token and base URL; `paced` holds it to the configured request rate."""
+def create_replicate_client(
+    settings: Settings, *, paced: bool = False, stack: AsyncExitStack | None = None
+) -> Client:
+    """A client with the configured token and base URL; `paced` holds it to the configured request rate.
+
+    With `stack`, its connections are closed when the stack closes.
+    """
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
     if paced:
-        return Client(
-            api_token=settings.replicate_token(),
-            base_url=settings.replicate_api_base,
-            transport=PacedTransport(settings.replicate_requests_per_second),
-        )
-    return Client(api_token=settings.replicate_token(), base_url=settings.replicate_api_base)
+        transport = PacedTransport(settings.replicate_requests_per_second, transport)
+    if stack is not None:
+        stack.push_async_callback(transport.aclose)
+    return Client(
+        api_token=settings.replicate_token(), base_url=settings.replicate_api_base, transport=transport
+    )
 
 
 def is_transient(error: ReplicateError) -> bool:

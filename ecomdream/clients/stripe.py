@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import stripe
 from stripe.params.checkout import SessionCreateParams
 
 from ecomdream.config import Settings
 
 
-def create_stripe_client(settings: Settings) -> stripe.StripeClient:
-    """A StripeClient with async httpx transport, retries, and the configured base URL."""
+def create_stripe_client(settings: Settings, stack: AsyncExitStack | None = None) -> stripe.StripeClient:
+    """A StripeClient with async httpx transport, retries, and the configured base URL.
+
+    With `stack`, its connections are closed when the stack closes.
+    """
     base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    http = stripe.HTTPXClient(allow_sync_methods=True)
+    if stack is not None:
+        stack.push_async_callback(http.close_async)
     return stripe.StripeClient(
         settings.stripe_key(),
         base_addresses=base,  # type: ignore[arg-type]
-        http_client=stripe.HTTPXClient(allow_sync_methods=True),
+        http_client=http,
         max_network_retries=2,
     )
 
