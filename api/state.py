@@ -26,3 +26,5 @@ class AppState:
     stripe: stripe.StripeClient
     replicate: ReplicateClient
     replicate_webhook_secret: str | None = None
+    # When the secret was last fetched from Replicate (monotonic seconds); None when it came from settings.
+    replicate_secret_fetched_at: float | None = None

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     replicate_webhook_secret: SecretStr | None = Field(
         default=None, description="Fetched from Replicate on the first webhook when not set."
     )
+    replicate_webhook_secret_refetch_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "A fetched signing secret is fetched again after a bad signature (it may have been rotated), "
+            "at most this often"
+        ),
+    )
     replicate_owner: str = "ecomdream"
     replicate_trainer: str = "ostris/flux-dev-lora-trainer"
     replicate_trainer_version: str = "b6af14222e6bd9be257cbc1ea4afda3cd0503e1133083b9d1de0364d8568e6ef"

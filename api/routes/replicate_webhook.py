@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -56,12 +57,33 @@ async def webhook_secret(state: StateDep) -> str:
         if state.settings.replicate_webhook_secret is not None:
             state.replicate_webhook_secret = state.settings.replicate_webhook_secret.get_secret_value()
         else:
-            try:
-                secret = await state.replicate.webhooks.default.async_secret()
-            except ReplicateException as exc:
-                raise ServiceUnavailable("Cannot verify webhooks right now") from exc
-            state.replicate_webhook_secret = secret.key
+            await _fetch_secret(state)
+    assert state.replicate_webhook_secret is not None
     return state.replicate_webhook_secret
+
+
+async def _fetch_secret(state: StateDep) -> None:
+    try:
+        secret = await state.replicate.webhooks.default.async_secret()
+    except ReplicateException as exc:
+        raise ServiceUnavailable("Cannot verify webhooks right now") from exc
+    state.replicate_webhook_secret = secret.key
+    state.replicate_secret_fetched_at = time.monotonic()
+
+
+async def _rotated(state: StateDep) -> bool:
+    """After a bad signature: fetch the secret again if it came from Replicate (it may have been
+    rotated) and was not fetched in the last minute; whether a different secret came back."""
+    fetched = state.replicate_secret_fetched_at
+    # Throttled, so a flood of bad signatures cannot turn into a flood of requests to Replicate.
+    if (
+        fetched is None
+        or time.monotonic() - fetched < state.settings.replicate_webhook_secret_refetch_seconds
+    ):
+        return False
+    before = state.replicate_webhook_secret
+    await _fetch_secret(state)
+    return state.replicate_webhook_secret != before
 
 
 @router.post("/webhook", response_model=WebhookAck, responses={400: {"description": "Bad signature"}})
@@ -72,7 +94,12 @@ async def replicate_webhook(
     raw = (await request.body()).decode("utf-8", errors="replace")
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        verify_webhook(headers, raw, await webhook_secret(state))
+        try:
+            verify_webhook(headers, raw, await webhook_secret(state))
+        except WebhookValidationError:
+            if not await _rotated(state):
+                raise
+            verify_webhook(headers, raw, await webhook_secret(state))
     except (WebhookValidationError, ValueError) as exc:
         # ValueError: a timestamp header that is not an integer, which the SDK does not catch.
         log.warning("rejected Replicate webhook: %s", type(exc).__name__)

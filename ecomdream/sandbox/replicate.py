@@ -8,8 +8,10 @@ signed like Replicate's (Standard Webhooks), and `/_sandbox/*` lets tests inject
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -145,6 +147,13 @@ def create_app(config: SandboxSettings) -> FastAPI:
         """Every webhook message with its delivery state and attempts."""
         deliveries = dispatcher.describe()
         return {"count": len(deliveries), "results": deliveries}
+
+    @app.post("/_sandbox/webhook_secret/rotate")
+    async def rotate_webhook_secret() -> JSON:
+        """Replace the account's signing secret (deliveries from now on are signed with the new one)."""
+        with store.lock:
+            store.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        return {"rotated": True}
 
     @app.post("/_sandbox/reset")
     async def sandbox_reset() -> JSON:

@@ -196,6 +196,6 @@ def build_router(store: Store, engine: Engine) -> APIRouter:
     @router.get("/webhooks/default/secret")
     async def webhook_secret() -> JSON:
         """The signing secret of every webhook this account receives."""
-        return {"key": store.settings.webhook_secret}
+        return {"key": store.webhook_secret}
 
     return router

@@ -184,6 +184,8 @@ class Store:
             webhook_max_attempts=settings.webhook_max_attempts,
         )
         self.knobs = self.initial_knobs
+        # The account's signing secret: rotated by `POST /_sandbox/webhook_secret/rotate`, as in the dashboard.
+        self.webhook_secret = settings.webhook_secret
         self.models: dict[str, JSON] = {}
         self.versions: dict[str, list[JSON]] = {}
         self.jobs: dict[str, Job] = {}
@@ -197,6 +199,7 @@ class Store:
         """Forget everything except the seeded public models; knobs return to their start-up values."""
         with self.lock:
             self.knobs = self.initial_knobs
+            self.webhook_secret = self.settings.webhook_secret
             self.models.clear()
             self.versions.clear()
             self.jobs.clear()

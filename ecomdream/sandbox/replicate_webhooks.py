@@ -79,7 +79,6 @@ class WebhookDispatcher:
     def __init__(self, store: Store, secret: str) -> None:
         signing_key(secret)  # fail at start-up, not at the first delivery
         self.store = store
-        self.secret = secret
         self.deliveries: list[Delivery] = []
         self._queues: dict[str, collections.deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -142,7 +141,7 @@ class WebhookDispatcher:
                 "user-agent": "Replicate-Webhooks/sandbox",
                 "webhook-id": delivery.id,
                 "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self.secret, delivery.id, timestamp, delivery.body),
+                "webhook-signature": sign(self.store.webhook_secret, delivery.id, timestamp, delivery.body),
             }
             status: int | None = None
             error: str | None = None

@@ -268,3 +268,22 @@ async def test_stripe_events_out_of_order_settle_the_payment_once(
     # Photos can be uploaded: the journey is really paid, not failed by the late `async_payment_failed`.
     started = await train(api, payment_id, as_files(valid_photos(5)))
     assert started.status_code == 201, started.text
+
+
+async def test_a_signing_secret_rotated_at_replicate_is_fetched_again_and_webhooks_keep_arriving(
+    api: httpx.AsyncClient, temporal: Client, stack: Stack
+) -> None:
+    _, version_id = await ready_model(api, temporal)  # the API has fetched the current secret
+    async with httpx.AsyncClient(base_url=stack.replicate_url) as sandbox:
+        assert (await sandbox.post("/_sandbox/webhook_secret/rotate")).status_code == 200
+    marker = f"rotated-{uuid.uuid4().hex[:12]}"
+    generated = await prompt(api, version_id, prompt=f"fault test {marker}")
+    assert generated.status_code == 201, generated.text
+    (prediction,) = await predictions_for(stack, marker)
+
+    (message,) = await eventually(
+        lambda: webhooks_about(stack, prediction["id"]),
+        lambda ws: bool(ws) and ws[-1]["state"] != "pending",
+        within=20,
+    )
+    assert [a["status_code"] for a in message["attempts"]] == [200], message
