@@ -259,5 +259,7 @@ async def get_prompt(prompt_id: uuid.UUID, session: SessionDep, state: StateDep)
     """One prompt with its status and images."""
     row = await PromptRepository(session).one(prompt_id)
     if row is None:
-        raise NotFound("Invalid prompt id")
+        raise NotFound(
+            "Unknown prompt id (a prompt answered 202 because it was queued shows here once generation starts)"
+        )
     return PromptOne(**(await _public(state.storage, row)).model_dump())

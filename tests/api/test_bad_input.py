@@ -300,6 +300,12 @@ class TestIdsInPaths:
         response = await api.request(method, template.format(bad), json=body)
         assert_error(response, 422, prefix=f"{param}: Input should be a valid UUID")
 
+    async def test_an_unknown_prompt_id_says_where_a_queued_prompt_will_show(
+        self, api: httpx.AsyncClient
+    ) -> None:
+        response = await api.get(f"/api/v1/prompts/{UNKNOWN}")
+        assert_error(response, 404, prefix="Unknown prompt id (a prompt answered 202 because it was queued")
+
 
 # --- payments ----------------------------------------------------------------------------------------
 
