@@ -29,6 +29,13 @@ def image_key(version_id: object, prompt_id: object, position: int, ext: str) ->
     return f"{image_prefix(version_id, prompt_id)}{position}.{ext}"
 
 
+def _last_attempt() -> bool:
+    """Whether a failure now is the activity's last (no retry will copy the images again)."""
+    info = activity.info()
+    limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
+    return bool(limit) and info.attempt >= limit
+
+
 class PromptActivities:
     """Activities that need the database, the bucket and an HTTP client for provider downloads."""
 
@@ -72,11 +79,10 @@ class PromptActivities:
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         final = [e for e in errors if isinstance(e, ApplicationError) and e.non_retryable]
-        if final:
+        if final or (errors and _last_attempt()):
             await self.storage.delete_prefix(image_prefix(copy.version_id, copy.prompt_id))
-            raise final[0]
         if errors:
-            raise errors[0]
+            raise (final or errors)[0]
         return [r for r in results if isinstance(r, CopiedImage)]
 
     @activity.defn

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import stripe
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as StorageConnectionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -78,7 +79,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InterfaceError)
     @app.exception_handler(OSError)
     @app.exception_handler(PoolTimeout)
-    @app.exception_handler(BotoCoreError)
+    @app.exception_handler(StorageConnectionError)
+    @app.exception_handler(HTTPClientError)
     @app.exception_handler(stripe.APIConnectionError)
     @app.exception_handler(stripe.RateLimitError)
     @app.exception_handler(stripe.APIError)

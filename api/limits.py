@@ -8,8 +8,12 @@ from api.errors import error_response
 
 # Webhook events and JSON bodies are a few KB; 1 MiB leaves room and keeps a flood from filling memory.
 MAX_BODY_BYTES = 1024 * 1024
+# A finished training's webhook carries its whole log, which grows with the training steps.
+LARGER = {"/api/v1/replicate/webhook": 16 * 1024 * 1024}
 UPLOAD_PREFIX = "/api/v1/versions/train/"
-TOO_LARGE = "The request body is too large (at most 1 MB)"
+TOO_LARGE = "The request body is too large (at most {} MB)"
+# Reads: nothing to limit, and they pass untouched (they are most of the traffic).
+BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class BodyLimit:
@@ -24,12 +28,14 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(UPLOAD_PREFIX):
+        if scope["type"] != "http" or scope["method"] in BODYLESS or scope["path"].startswith(UPLOAD_PREFIX):
             await self.app(scope, receive, send)
             return
+        limit = LARGER.get(scope["path"], self.max_bytes)
+        too_large = error_response(413, TOO_LARGE.format(limit // (1024 * 1024)))
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, TOO_LARGE)(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -40,8 +46,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await error_response(413, TOO_LARGE)(scope, receive, send)
+            if size > limit:
+                await too_large(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -482,8 +482,9 @@ class JourneyWorkflow:
         self._set_stage(JourneyStage.FAILED)
 
     def _refunded(self, result: RefundResult) -> RefundResult:
-        """Remember a refused refund, so the journey's details tell operators to settle it."""
-        if result.error is not None:
+        """Remember a refused refund (until one succeeds), so the journey's details tell operators to settle it."""
+        if result.error != self.state.refund_error:
+            # A later refund that succeeded clears an earlier refusal.
             self.state = self.state.model_copy(update={"refund_error": result.error})
             workflow.set_current_details(self._details(self.state.stage))
         return result

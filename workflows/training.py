@@ -40,7 +40,8 @@ with workflow.unsafe.imports_passed_through():
 
 PHOTO_TIMEOUT = timedelta(minutes=5)
 PHOTO_HEARTBEAT = timedelta(minutes=1)
-# Retries of photo work stop here: a customer waiting on the upload is not kept waiting for ever.
+# Retries of the photo check stop here, so a customer is not kept waiting for ever; the zip of photos that
+# passed the check is retried until storage is back (giving up there would refund a good order).
 PHOTO_GIVE_UP = timedelta(minutes=30)
 
 
@@ -92,7 +93,6 @@ async def submit(
         ImageActivities.build_training_zip,
         ZipRequest(version_id=version_id, photos=request.photos),
         start_to_close_timeout=PHOTO_TIMEOUT,
-        schedule_to_close_timeout=PHOTO_GIVE_UP,
         heartbeat_timeout=PHOTO_HEARTBEAT,
         retry_policy=LEDGER_RETRY,
         summary=f"build the training zip of {len(request.photos)} photos",

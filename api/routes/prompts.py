@@ -260,6 +260,7 @@ async def get_prompt(prompt_id: uuid.UUID, session: SessionDep, state: StateDep)
     row = await PromptRepository(session).one(prompt_id)
     if row is None:
         raise NotFound(
-            "Unknown prompt id (a prompt answered 202 because it was queued shows here once generation starts)"
+            "Unknown prompt id (a prompt answered 202 because it was queued shows here once generation "
+            "starts; one that never does was not run and cost nothing)"
         )
     return PromptOne(**(await _public(state.storage, row)).model_dump())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -71,19 +72,32 @@ async def _fetch_secret(state: StateDep) -> None:
     state.replicate_secret_fetched_at = time.monotonic()
 
 
+_refetch = asyncio.Lock()
+
+
 async def _rotated(state: StateDep) -> bool:
     """After a bad signature: fetch the secret again if it came from Replicate (it may have been
-    rotated) and was not fetched in the last minute; whether a different secret came back."""
-    fetched = state.replicate_secret_fetched_at
-    # Throttled, so a flood of bad signatures cannot turn into a flood of requests to Replicate.
-    if (
-        fetched is None
-        or time.monotonic() - fetched < state.settings.replicate_webhook_secret_refetch_seconds
-    ):
-        return False
-    before = state.replicate_webhook_secret
-    await _fetch_secret(state)
-    return state.replicate_webhook_secret != before
+    rotated); whether a different secret came back.
+
+    One fetch at a time, at most once per interval whether it worked or not, so a flood of bad
+    signatures cannot become a flood of requests to Replicate.
+    """
+    async with _refetch:
+        fetched = state.replicate_secret_fetched_at
+        if (
+            fetched is None
+            or time.monotonic() - fetched < state.settings.replicate_webhook_secret_refetch_seconds
+        ):
+            return False
+        state.replicate_secret_fetched_at = time.monotonic()
+        before = state.replicate_webhook_secret
+        try:
+            secret = await state.replicate.webhooks.default.async_secret()
+        except ReplicateException:
+            log.warning("could not fetch the Replicate signing secret again")
+            return False
+        state.replicate_webhook_secret = secret.key
+        return secret.key != before
 
 
 @router.post("/webhook", response_model=WebhookAck, responses={400: {"description": "Bad signature"}})

@@ -89,8 +89,8 @@ async def _precheck(state: StateDep, payment_id: uuid.UUID) -> None:
         raise Conflict("Your photos are already being processed, please wait")
     if journey.stage is JourneyStage.FAILED:
         raise Conflict(
-            "The training paid with this payment failed and it cannot train another model; "
-            "the payment is refunded (or our team is retrying the training)"
+            "The training paid with this payment failed, so it cannot train another model; "
+            "our team retries the training or refunds the payment"
         )
     if journey.stage is not JourneyStage.PAID:
         raise Conflict("You already have a model for this payment")

@@ -732,25 +732,41 @@ class TestReplicateWebhook:
 
 
 class TestBodySize:
-    BIG = b'{"padding": "' + b"x" * (1024 * 1024) + b'"}'
-
     @pytest.mark.parametrize(
-        "path",
-        ["/api/v1/payments/webhook", "/api/v1/replicate/webhook?target=journey-x", "/api/v1/payments/create"],
+        ("path", "limit_mb"),
+        [
+            ("/api/v1/payments/webhook", 1),
+            ("/api/v1/payments/create", 1),
+            # A finished training's webhook carries its whole log.
+            ("/api/v1/replicate/webhook?target=journey-x", 16),
+        ],
     )
-    async def test_a_body_over_1_mb_is_413_declared_or_streamed(
-        self, api: httpx.AsyncClient, path: str
+    async def test_a_body_over_the_limit_is_413_declared_or_streamed(
+        self, api: httpx.AsyncClient, path: str, limit_mb: int
     ) -> None:
-        declared = await api.post(path, content=self.BIG, headers={"content-type": "application/json"})
+        big = b'{"padding": "' + b"x" * (limit_mb * MB) + b'"}'
+        declared = await api.post(path, content=big, headers={"content-type": "application/json"})
 
         async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(self.BIG), 64 * 1024):
-                yield self.BIG[start : start + 64 * 1024]
+            for start in range(0, len(big), 256 * 1024):
+                yield big[start : start + 256 * 1024]
 
         streamed = await api.post(path, content=chunks(), headers={"content-type": "application/json"})
         for response in (declared, streamed):
             assert response.status_code == 413, response.text
-            assert response.json() == {"code": 413, "message": "The request body is too large (at most 1 MB)"}
+            assert response.json() == {
+                "code": 413,
+                "message": f"The request body is too large (at most {limit_mb} MB)",
+            }
+
+    async def test_a_training_webhook_with_a_long_log_is_not_refused_for_its_size(
+        self, api: httpx.AsyncClient
+    ) -> None:
+        body = b'{"id": "t", "status": "succeeded", "logs": "' + b"step\\n" * (512 * 1024) + b'"}'
+        assert len(body) > 2 * MB
+        response = await api.post("/api/v1/replicate/webhook?target=journey-x", content=body)
+        assert response.status_code == 400
+        assert response.json()["message"] == "Invalid Replicate signature"
 
     async def test_bodies_under_the_limit_reach_the_route(self, api: httpx.AsyncClient) -> None:
         response = await api.post(

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from fastapi import FastAPI
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -28,6 +28,7 @@ RAISED: dict[str, BaseException] = {
     "stripe-rate": stripe.RateLimitError("too many requests"),
     "stripe-500": stripe.APIError("internal error"),
     "s3-denied": _client_error(403, "AccessDenied"),
+    "s3-no-credentials": NoCredentialsError(),
     "bug": KeyError("plan"),
 }
 
@@ -55,6 +56,7 @@ def app() -> FastAPI:
         ("stripe-rate", 503),
         ("stripe-500", 503),
         ("s3-denied", 500),
+        ("s3-no-credentials", 500),
         ("bug", 500),
     ],
 )

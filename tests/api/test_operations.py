@@ -15,7 +15,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from ecomdream.config import SANDBOX_STRIPE_KEY
 from ecomdream.contracts import journey_id
-from ecomdream.contracts.payment import CancelRequest, GrantRequest, JourneyState, RetryRequest
+from ecomdream.contracts.payment import (
+    CancelRequest,
+    GrantRequest,
+    JourneyState,
+    OperatorRefund,
+    RetryRequest,
+)
 from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, pay, payment_row, wait_stage
@@ -233,6 +239,34 @@ class TestRefundsStripeAnswersDifferently:
         assert details.endswith("an operator must settle it")
         assert attrs["JourneyStage"] == "failed"
         assert await staged_keys(stack, f"staging/{payment_id}/") == []
+
+    async def test_a_refused_refund_of_a_ready_model_can_be_settled_by_refunding_again(
+        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client
+    ) -> None:
+        payment_id, _ = await ready_model(api, temporal)
+        intent = (await payment_row(db, payment_id))["payment_intent_id"]
+
+        async def point_payment_at(value: str) -> None:
+            async with db.begin() as conn:
+                await conn.execute(
+                    text("UPDATE payments SET payment_intent_id = :pi WHERE id = :id"),
+                    {"pi": value, "id": payment_id},
+                )
+
+        handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
+        await point_payment_at("pi_gone")
+        refused = await handle.execute_update(JourneyWorkflow.refund, OperatorRefund(reason="goodwill"))
+        assert refused.refund_id is None
+        assert refused.error is not None
+        assert (await handle.query(JourneyWorkflow.get_state)).refund_error == refused.error
+
+        await point_payment_at(intent)
+        settled = await handle.execute_update(JourneyWorkflow.refund, OperatorRefund(reason="goodwill"))
+        assert settled.error is None
+        assert settled.refund_id is not None
+        state = await handle.query(JourneyWorkflow.get_state)
+        assert (state.stage.value, state.refund_error) == ("ready", None)
+        assert (await payment_row(db, payment_id))["status"] == "refunded"
 
 
 class TestMetrics:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+from replicate.client import Client as ReplicateClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -31,8 +33,16 @@ async def test_a_retried_create_finds_its_prediction_beyond_the_first_page(
     stack: Stack, api: httpx.AsyncClient, temporal: Client, db: AsyncEngine
 ) -> None:
     _, version_id = await ready_model(api, temporal)
+    exits = AsyncExitStack()
+    client = create_replicate_client(Settings(replicate_api_base=stack.replicate_url), stack=exits)
+    async with exits:
+        await _retried_create_finds_its_prediction(stack, db, client, version_id)
+
+
+async def _retried_create_finds_its_prediction(
+    stack: Stack, db: AsyncEngine, client: ReplicateClient, version_id: str
+) -> None:
     model_version = (await version_row(db, version_id))["model_version"]
-    client = create_replicate_client(Settings(replicate_api_base=stack.replicate_url))
     prompt_id = uuid.uuid4()
     spec = PromptSpec(prompt=f"lost answer {prompt_id}", num_outputs=1, seed=7)
     async with transaction(create_sessionmaker(db)) as session:
@@ -44,14 +54,14 @@ async def test_a_retried_create_finds_its_prediction_beyond_the_first_page(
         version=model_version.split(":")[-1], input=prediction_input(spec)
     )
     busy = PromptSpec(prompt="someone else's picnic", num_outputs=1, seed=1)
-    for batch in range(3):
+    for batch in range(2):  # one page holds 100
         await asyncio.gather(
             *(
                 client.predictions.async_create(
                     version=model_version.split(":")[-1],
-                    input=prediction_input(busy.model_copy(update={"seed": batch * 50 + n})),
+                    input=prediction_input(busy.model_copy(update={"seed": batch * 51 + n})),
                 )
-                for n in range(50)
+                for n in range(51)
             )
         )
     first_page = await client.predictions.async_list()

@@ -1,0 +1,63 @@
+"""A prompt whose images cannot all be copied leaves none of them in our bucket."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.prompts import PromptActivities, image_prefix
+from ecomdream.clients.storage import Storage
+from ecomdream.contracts.prompt import ImageCopy
+from ecomdream.devstack.stack import S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, Stack
+from tests.fixtures.photos import photo
+from workflows.prompt import COPY_RETRY
+
+UNREACHABLE = "http://127.0.0.1:1/out-1.png"  # nothing listens on port 1: a connection error, retried
+
+
+@pytest.fixture
+async def storage(stack: Stack) -> AsyncIterator[Storage]:
+    async with AsyncExitStack() as exits:
+        yield await Storage.open(
+            exits,
+            endpoint_url=stack.s3.endpoint_url,
+            region="us-east-1",
+            access_key_id=S3_ACCESS_KEY,
+            secret_access_key=S3_SECRET_KEY,
+            bucket=S3_BUCKET,
+        )
+
+
+def _attempt(number: int) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=number, retry_policy=COPY_RETRY)
+    return env
+
+
+async def test_copied_images_stay_for_a_retry_and_go_after_the_last_attempt(storage: Storage) -> None:
+    source = f"tests/{uuid.uuid4()}.png"
+    await storage.put(source, photo(fmt="PNG"), "image/png")
+    copy = ImageCopy(
+        prompt_id=uuid.uuid4(),
+        version_id=uuid.uuid4(),
+        urls=(await storage.presigned_get(source), UNREACHABLE),
+    )
+    prefix = image_prefix(copy.version_id, copy.prompt_id)
+    async with httpx.AsyncClient(timeout=5) as http:
+        activities = PromptActivities(sessionmaker=None, storage=storage, http=http)  # type: ignore[arg-type]
+
+        with pytest.raises(httpx.ConnectError):
+            await _attempt(1).run(activities.copy_images, copy)
+        assert await storage.list_keys(prefix) == [f"{prefix}0.png"], "a retry overwrites the same keys"
+
+        assert COPY_RETRY.maximum_attempts
+        with pytest.raises(httpx.ConnectError):
+            await _attempt(COPY_RETRY.maximum_attempts).run(activities.copy_images, copy)
+        assert await storage.list_keys(prefix) == [], "the prompt fails uncharged and keeps no image"
+    await storage.delete_prefix(source)
