@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
@@ -24,6 +26,8 @@ S3_CONFIG = AioConfig(
     connect_timeout=5,
     read_timeout=60,
 )
+SIGNED_URL_REUSE = 1 / 7  # of a presigned image URL's lifetime
+SIGNED_URL_CACHE = 20_000  # URLs kept (about 6 MB)
 
 
 class Storage:
@@ -33,6 +37,9 @@ class Storage:
         self.client = client
         self.bucket = bucket
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        # Presigned image URLs handed out again while fresh: signing is the costly part of a listing, and
+        # the same URL lets browsers and CDNs cache the image instead of fetching it anew each time.
+        self._signed: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     @classmethod
     async def open(
@@ -140,10 +147,24 @@ class Storage:
         return url
 
     async def public_url(self, key: str, expires_in: int = 7 * 24 * 3600) -> str:
-        """The CDN URL when a public base URL is configured, else a presigned URL."""
+        """The CDN URL when a public base URL is configured, else a presigned URL.
+
+        A presigned URL is reused for `SIGNED_URL_REUSE` of its lifetime, so every URL handed out is valid
+        for at least the rest (6 of 7 days by default).
+        """
         if self.public_base_url:
             return f"{self.public_base_url}/{key}"
-        return await self.presigned_get(key, expires_in)
+        now = time.monotonic()
+        cached = self._signed.get(key)
+        if cached is not None and now - cached[1] < expires_in * SIGNED_URL_REUSE:
+            self._signed.move_to_end(key)
+            return cached[0]
+        url = await self.presigned_get(key, expires_in)
+        self._signed[key] = (url, now)
+        self._signed.move_to_end(key)
+        while len(self._signed) > SIGNED_URL_CACHE:
+            self._signed.popitem(last=False)
+        return url
 
     async def start_multipart(self, key: str, content_type: str) -> str:
         """Begin a multipart upload; returns its upload id."""

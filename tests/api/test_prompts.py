@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import time
 from typing import Any
 
 import httpx
@@ -109,6 +110,18 @@ class TestGenerate:
         assert len(newest["images"]) == 4
         # The first API's clients read cdn_url and is_upscaled.
         assert all(i["cdn_url"] == i["url"] and i["is_upscaled"] is False for i in newest["images"])
+
+        # A later listing hands out the same (still valid) URLs, so browsers serve the images from cache.
+        listed_at = time.time()
+
+        async def now() -> float:
+            return time.time()
+
+        await eventually(now, lambda t: int(t) > int(listed_at), within=3, every=0.05)
+        again = await listing(api, version_id)
+        assert [i["url"] for p in again["prompts"] for i in p["images"]] == [
+            i["url"] for p in page["prompts"] for i in p["images"]
+        ]
         assert oldest["seed"] == 7
         assert page["next_cursor"] is None
 
