@@ -35,6 +35,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
+        read_sessionmaker=create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
         temporal=temporal,
         storage=storage,
         stripe=create_stripe_client(settings, stack),

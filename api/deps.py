@@ -23,9 +23,12 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns, rolled back when it raises."""
-    async with state.sessionmaker() as session, session.begin():
+async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """A read-only session for GET routes: each statement on its own (autocommit, no BEGIN/COMMIT round trips).
+
+    Routes that write open their own transaction with `transaction(state.sessionmaker)`.
+    """
+    async with state.read_sessionmaker() as session:
         yield session
 
 
@@ -44,7 +47,7 @@ def get_storage(state: StateDep) -> Storage:
     return state.storage
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

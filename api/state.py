@@ -21,6 +21,7 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: SessionMaker
+    read_sessionmaker: SessionMaker
     temporal: Client
     storage: Storage
     stripe: stripe.StripeClient

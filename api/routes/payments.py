@@ -9,11 +9,12 @@ from typing import Any
 
 import stripe
 from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params.checkout import SessionCreateParams
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from api.deps import SessionDep, StateDep
+from api.deps import ReadSessionDep, StateDep
 from api.schemas.payments import (
     PaymentCreate,
     PaymentCreated,
@@ -38,13 +39,13 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
 
 @router.get("/plans/list", response_model=PlansPublic)
-async def list_plans(session: SessionDep) -> PlansPublic:
+async def list_plans(session: ReadSessionDep) -> PlansPublic:
     """Plans on sale, fewest images first."""
     plans = await PlanRepository(session).list_on_sale()
     return PlansPublic(plans=[PlanPublic.model_validate(p) for p in plans])
 
 
-async def _addon_target(session: SessionDep, version_id: uuid.UUID | None) -> tuple[uuid.UUID, uuid.UUID]:
+async def _addon_target(session: AsyncSession, version_id: uuid.UUID | None) -> tuple[uuid.UUID, uuid.UUID]:
     """The (version id, initial payment id) an add-on is bought for; refuses versions that cannot use it."""
     if version_id is None:
         raise BadRequest("You must also provide version id")
@@ -222,7 +223,7 @@ async def _start_payment_workflow(
 
 
 @router.get("/{payment_id}", response_model=PaymentPublic)
-async def get_payment(payment_id: uuid.UUID, session: SessionDep) -> PaymentPublic:
+async def get_payment(payment_id: uuid.UUID, session: ReadSessionDep) -> PaymentPublic:
     """A payment's status as recorded in the ledger."""
     payment = await PaymentRepository(session).get(payment_id)
     if payment is None:

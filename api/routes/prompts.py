@@ -20,7 +20,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from api.deps import SessionDep, StateDep
+from api.deps import ReadSessionDep, StateDep
 from api.schemas.prompts import (
     ImagePublic,
     PromptAccepted,
@@ -240,7 +240,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 @router.get("/list/{version_id}", response_model=PromptsPublic)
 async def list_prompts(
     version_id: uuid.UUID,
-    session: SessionDep,
+    session: ReadSessionDep,
     state: StateDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -255,7 +255,7 @@ async def list_prompts(
 
 
 @router.get("/{prompt_id}", response_model=PromptOne)
-async def get_prompt(prompt_id: uuid.UUID, session: SessionDep, state: StateDep) -> PromptOne:
+async def get_prompt(prompt_id: uuid.UUID, session: ReadSessionDep, state: StateDep) -> PromptOne:
     """One prompt with its status and images."""
     row = await PromptRepository(session).one(prompt_id)
     if row is None:

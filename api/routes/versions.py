@@ -15,7 +15,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import SessionDep, StateDep
+from api.deps import ReadSessionDep, StateDep
 from api.schemas.versions import (
     ExtendedInfo,
     PhotoErrorPublic,
@@ -211,7 +211,7 @@ def _public(version: Version) -> VersionPublic:
 
 
 @router.get("/info/{version_id}", response_model=VersionPublic)
-async def version_info(version_id: uuid.UUID, session: SessionDep) -> VersionPublic:
+async def version_info(version_id: uuid.UUID, session: ReadSessionDep) -> VersionPublic:
     """The model's status, training progress and, once ready, its image quota."""
     version = await VersionRepository(session).get(version_id)
     if version is None:
