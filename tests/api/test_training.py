@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -10,13 +11,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from ecomdream.clients.storage import Storage
 from ecomdream.contracts import journey_id
 from ecomdream.contracts.search import JOURNEY_STAGE, VERSION_ID
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, journey_state, pay, payment_row, wait_stage
 from tests.fixtures.photos import decompression_bomb, photo, truncated_jpeg, valid_photos
-from tests.fixtures.stack import eventually
+from tests.fixtures.stack import eventually, open_storage
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 
@@ -52,20 +52,8 @@ async def paid_payment(api: httpx.AsyncClient, temporal: Client) -> str:
 
 async def staged_keys(stack: Stack, prefix: str) -> list[str]:
     """Objects left in the bucket under prefix."""
-    from contextlib import AsyncExitStack
-
-    from ecomdream.devstack.stack import S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY
-
     async with AsyncExitStack() as exits:
-        storage = await Storage.open(
-            exits,
-            endpoint_url=stack.s3.endpoint_url,
-            region="us-east-1",
-            access_key_id=S3_ACCESS_KEY,
-            secret_access_key=S3_SECRET_KEY,
-            bucket=S3_BUCKET,
-        )
-        return await storage.list_keys(prefix)
+        return await (await open_storage(stack, exits)).list_keys(prefix)
 
 
 class TestTrainingSucceeds:

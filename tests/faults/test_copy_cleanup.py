@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import httpx
 import pytest
@@ -14,24 +12,10 @@ from temporalio.testing import ActivityEnvironment
 from activities.prompts import PromptActivities, image_prefix
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import ImageCopy
-from ecomdream.devstack.stack import S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, Stack
 from tests.fixtures.photos import photo
 from workflows.prompt import COPY_RETRY
 
 UNREACHABLE = "http://127.0.0.1:1/out-1.png"  # nothing listens on port 1: a connection error, retried
-
-
-@pytest.fixture
-async def storage(stack: Stack) -> AsyncIterator[Storage]:
-    async with AsyncExitStack() as exits:
-        yield await Storage.open(
-            exits,
-            endpoint_url=stack.s3.endpoint_url,
-            region="us-east-1",
-            access_key_id=S3_ACCESS_KEY,
-            secret_access_key=S3_SECRET_KEY,
-            bucket=S3_BUCKET,
-        )
 
 
 def _attempt(number: int) -> ActivityEnvironment:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -83,6 +84,18 @@ async def _run_worker(client: Client, fakes: FakePaymentActivities) -> Worker:
     )
 
 
+async def _start_journey(env: WorkflowEnvironment, payment_id: uuid.UUID) -> WorkflowHandle[Any, Any]:
+    """A journey whose checkout is open for an hour."""
+    return await env.client.start_workflow(
+        JourneyWorkflow.run,
+        JourneyInput(
+            payment_id=payment_id, plan=PLAN, pay_by=await env.get_current_time() + timedelta(hours=1)
+        ),
+        id=f"journey-{payment_id}",
+        task_queue="journey-test",
+    )
+
+
 class TestCheckoutDeadline:
     async def test_no_payment_before_the_deadline_ends_the_journey_expired(
         self, env: WorkflowEnvironment
@@ -105,14 +118,7 @@ class TestCheckoutDeadline:
         fakes = FakePaymentActivities()
         payment_id = uuid.uuid4()
         async with await _run_worker(env.client, fakes):
-            handle = await env.client.start_workflow(
-                JourneyWorkflow.run,
-                JourneyInput(
-                    payment_id=payment_id, plan=PLAN, pay_by=await env.get_current_time() + timedelta(hours=1)
-                ),
-                id=f"journey-{payment_id}",
-                task_queue="journey-test",
-            )
+            handle = await _start_journey(env, payment_id)
             unpaid = PaymentEvent(event_id="evt_1", kind=PaymentEventKind.COMPLETED, payment_status="unpaid")
             await handle.signal(JourneyWorkflow.payment_event, unpaid)
             await env.sleep(timedelta(days=2))
@@ -163,14 +169,7 @@ class TestPhotoCheckGivesUp:
             workflows=WORKFLOWS,
             activities=[fakes.set_payment_status, fakes.refund_payment, check_photos, delete_objects],
         ):
-            handle = await env.client.start_workflow(
-                JourneyWorkflow.run,
-                JourneyInput(
-                    payment_id=payment_id, plan=PLAN, pay_by=await env.get_current_time() + timedelta(hours=1)
-                ),
-                id=f"journey-{payment_id}",
-                task_queue="journey-test",
-            )
+            handle = await _start_journey(env, payment_id)
             await handle.signal(
                 JourneyWorkflow.payment_event,
                 PaymentEvent(event_id="evt_1", kind=PaymentEventKind.COMPLETED, payment_status="paid"),
