@@ -243,8 +243,10 @@ class TestStripeWebhook:
             await api.post(WEBHOOK, content=body, headers={"stripe-signature": header})
         ).status_code == 200
 
+        # Both taken in, and the payment recorded (the stage moves on after the ledger write).
         state = await eventually(
-            lambda: journey_state(temporal, payment_id), lambda s: expired["id"] in s.seen_events
+            lambda: journey_state(temporal, payment_id),
+            lambda s: expired["id"] in s.seen_events and s.stage.value != "awaiting_payment",
         )
         assert state.stage.value == "paid"
         assert state.seen_events.count(event["id"]) == 1
