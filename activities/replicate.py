@@ -55,12 +55,15 @@ def _reraise(error: ReplicateError) -> NoReturn:
     ) from error
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def _created(item: Any) -> datetime | None:
     try:
-        created = datetime.fromisoformat(item.created_at) if item.created_at else None
+        return _utc(datetime.fromisoformat(item.created_at)) if item.created_at else None
     except (TypeError, ValueError):
         return None
-    return created.replace(tzinfo=UTC) if created is not None and created.tzinfo is None else created
 
 
 async def created_since(
@@ -84,9 +87,7 @@ async def created_since(
 
 
 def _first_scheduled() -> datetime:
-    scheduled = activity.info().scheduled_time
-    scheduled = scheduled.replace(tzinfo=UTC) if scheduled.tzinfo is None else scheduled
-    return scheduled - LOOKUP_MARGIN
+    return _utc(activity.info().scheduled_time) - LOOKUP_MARGIN
 
 
 class ReplicateActivities:

@@ -89,15 +89,14 @@ async def _rotated(state: StateDep) -> bool:
             or time.monotonic() - fetched < state.settings.replicate_webhook_secret_refetch_seconds
         ):
             return False
-        state.replicate_secret_fetched_at = time.monotonic()
+        state.replicate_secret_fetched_at = time.monotonic()  # a failed fetch counts too
         before = state.replicate_webhook_secret
         try:
-            secret = await state.replicate.webhooks.default.async_secret()
-        except ReplicateException:
+            await _fetch_secret(state)
+        except ServiceUnavailable:
             log.warning("could not fetch the Replicate signing secret again")
             return False
-        state.replicate_webhook_secret = secret.key
-        return secret.key != before
+        return state.replicate_webhook_secret != before
 
 
 @router.post("/webhook", response_model=WebhookAck, responses={400: {"description": "Bad signature"}})
