@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from activities.images import ImageActivities, PhotoRules
-from activities.payments import PaymentActivities
+from activities.payments import CheckoutSetup, PaymentActivities
 from activities.prompts import PromptActivities
 from activities.records import RecordActivities
 from activities.replicate import PredictionActivities, ReplicateActivities, TrainingSetup
@@ -45,7 +45,11 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
         max_side=settings.photo_max_side,
     )
     images = ImageActivities(storage, executor, rules, concurrency=cpus * 2)
-    payments = PaymentActivities(sessionmaker, create_stripe_client(settings, stack))
+    payments = PaymentActivities(
+        sessionmaker,
+        create_stripe_client(settings, stack),
+        CheckoutSetup(success_url=settings.checkout_success_url, cancel_url=settings.checkout_cancel_url),
+    )
     records = RecordActivities(sessionmaker)
     setup = TrainingSetup(
         owner=settings.replicate_owner,
@@ -68,6 +72,8 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     prompts = PromptActivities(sessionmaker, storage, http)
     return ActivitySet(
         main=[
+            payments.open_checkout,
+            payments.apply_addon,
             payments.set_payment_status,
             payments.refund_payment,
             payments.record_quota,

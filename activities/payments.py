@@ -3,25 +3,158 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import stripe
 from sqlalchemy.dialects.postgresql import insert
+from stripe.params.checkout import SessionCreateParams
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from ecomdream.contracts.payment import GrantRecord, PaymentUpdate, QuotaUpdate, RefundRequest, RefundResult
+from ecomdream.clients.stripe import create_checkout_session, resolve_promotion_code
+from ecomdream.contracts.payment import (
+    AddonApplied,
+    AddonApply,
+    CheckoutOpen,
+    CheckoutOpened,
+    GrantRecord,
+    PaymentUpdate,
+    QuotaUpdate,
+    RefundRequest,
+    RefundResult,
+)
 from ecomdream.db.session import SessionMaker, transaction
-from ecomdream.models import PaymentStatus, QuotaGrant
-from ecomdream.repositories.payments import PaymentRepository
+from ecomdream.models import Payment, PaymentStatus, Plan, QuotaGrant
+from ecomdream.repositories.payments import PaymentRepository, PlanRepository
 from ecomdream.repositories.versions import VersionRepository
+
+
+@dataclass(frozen=True)
+class CheckoutSetup:
+    """Where Stripe sends the customer back after the checkout page."""
+
+    success_url: str
+    cancel_url: str
+
+
+def inconsistent(message: str) -> ApplicationError:
+    """The ledger does not hold what the workflow knows: retrying cannot help, an operator must look."""
+    return ApplicationError(message, type="LedgerInconsistent", non_retryable=True)
+
+
+def checkout_params(
+    setup: CheckoutSetup, plan: Plan, payment_id: uuid.UUID, pay_by: datetime
+) -> SessionCreateParams:
+    """The Checkout Session for one payment of a plan (no personal data: Stripe collects the e-mail)."""
+    return {
+        "mode": "payment",
+        "line_items": [
+            {
+                "price_data": {
+                    "currency": plan.currency,
+                    "unit_amount": plan.price,
+                    "product_data": {"name": plan.plan_name, "description": plan.plan_description},
+                },
+                "quantity": 1,
+            }
+        ],
+        "client_reference_id": str(payment_id),
+        "metadata": {"payment_id": str(payment_id), "plan_id": str(plan.id)},
+        "payment_intent_data": {"metadata": {"payment_id": str(payment_id)}},
+        "success_url": setup.success_url,
+        "cancel_url": setup.cancel_url,
+        "expires_at": int(pay_by.timestamp()),
+    }
 
 
 class PaymentActivities:
     """Activities that need the database and Stripe."""
 
-    def __init__(self, sessionmaker: SessionMaker, stripe_client: stripe.StripeClient) -> None:
+    def __init__(
+        self, sessionmaker: SessionMaker, stripe_client: stripe.StripeClient, setup: CheckoutSetup
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.stripe = stripe_client
+        self.setup = setup
+
+    @activity.defn
+    async def open_checkout(self, request: CheckoutOpen) -> CheckoutOpened:
+        """Record the payment, then create its Stripe checkout; a retry finds both again (idempotent)."""
+        promo = None
+        if request.promocode:
+            promo = await resolve_promotion_code(
+                self.stripe, request.promocode, int(datetime.now(UTC).timestamp())
+            )
+        plan = await self._record_pending(request)
+        checkout, applied = await create_checkout_session(
+            self.stripe,
+            payment_id=str(request.payment_id),
+            params=checkout_params(self.setup, plan, request.payment_id, request.pay_by),
+            promotion_code=promo,
+        )
+        async with transaction(self.sessionmaker) as session:
+            payment = await PaymentRepository(session).get(request.payment_id)
+            assert payment is not None
+            payment.session_id = checkout.id
+            payment.checkout_url = checkout.url
+            payment.amount_total = checkout.amount_total or 0
+            payment.promocode_id = promo if applied else None
+        return CheckoutOpened(
+            payment_id=request.payment_id,
+            url=checkout.url or "",
+            session_id=checkout.id,
+            amount_total=checkout.amount_total or 0,
+            currency=plan.currency,
+            promocode_applied=applied,
+        )
+
+    async def _record_pending(self, request: CheckoutOpen) -> Plan:
+        """The payment row exists before the customer can pay, so no money arrives for an unknown payment."""
+        async with transaction(self.sessionmaker) as session:
+            plan = await PlanRepository(session).get(request.plan_id)
+            if plan is None:
+                raise inconsistent(f"unknown plan {request.plan_id}")
+            payments = PaymentRepository(session)
+            if await payments.get(request.payment_id) is None:
+                await payments.add(
+                    Payment(
+                        id=request.payment_id,
+                        plan_id=plan.id,
+                        version_id=request.version_id,
+                        status=PaymentStatus.PENDING.value,
+                        amount_total=plan.price,
+                        currency=plan.currency,
+                        expires_at=request.pay_by,
+                    )
+                )
+        return plan
+
+    @activity.defn
+    async def apply_addon(self, request: AddonApply) -> AddonApplied:
+        """Hand a paid add-on to its model's journey (`add_images` update, once per add-on payment)."""
+        handle = activity.client().get_workflow_handle(request.journey_workflow_id)
+        try:
+            applied: AddonApplied = await handle.execute_update(
+                "add_images",
+                request.grant,
+                id=f"addon-{request.grant.addon_payment_id}",
+                result_type=AddonApplied,
+            )
+            return applied
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.non_retryable:
+                raise ApplicationError(cause.message, type="JourneyEnded", non_retryable=True) from err
+            raise
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise ApplicationError(
+                    "The model's journey has ended", type="JourneyEnded", non_retryable=True
+                ) from err
+            raise
 
     @activity.defn
     async def set_payment_status(self, update: PaymentUpdate) -> None:
@@ -37,19 +170,42 @@ class PaymentActivities:
         async with transaction(self.sessionmaker) as session:
             payment = await PaymentRepository(session).get(request.payment_id)
             if payment is None:
-                raise ValueError(f"unknown payment {request.payment_id}")
-            intent, already = payment.payment_intent_id, payment.refund_id
-        if already or intent is None:
-            # Nothing was charged (100 % promo) or the refund was already recorded.
+                raise inconsistent(f"unknown payment {request.payment_id}")
+            intent, already, paid, session_id = (
+                payment.payment_intent_id,
+                payment.refund_id,
+                payment.amount_paid,
+                payment.session_id,
+            )
+        if intent is None and already is None and session_id is not None:
+            # Paid, but the webhook that names the charge has not come (or a cancel met a fresh payment).
+            intent = await self._intent_of(session_id)
+        if already:
             refund_id, amount = already, 0
-        else:
+        elif intent is not None:
             refund_id, amount = await self._refund(request, intent)
+        elif paid:
+            raise ApplicationError(
+                "Stripe refused the refund: no charge was found for this payment",
+                type="RefundRejected",
+                non_retryable=True,
+            )
+        else:
+            # Nothing was charged (a 100 % promotion code, or an unpaid checkout).
+            refund_id, amount = None, 0
         async with transaction(self.sessionmaker) as session:
             await PaymentRepository(session).set_refund(
                 request.payment_id, refund_id, activity.info().started_time
             )
         activity.logger.info("payment refunded (%s): %s", request.reason, refund_id)
         return RefundResult(refund_id=refund_id, amount=amount)
+
+    async def _intent_of(self, session_id: str) -> str | None:
+        checkout = await self.stripe.v1.checkout.sessions.retrieve_async(session_id)
+        intent = checkout.payment_intent
+        if intent is None or isinstance(intent, str):
+            return intent
+        return intent.id
 
     async def _refund(self, request: RefundRequest, intent: str) -> tuple[str, int]:
         try:

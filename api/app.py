@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import start_http_server
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.journeys import Journeys
 from api.limits import BodyLimit
 from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
 from api.state import AppState
@@ -37,6 +38,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         sessionmaker=create_sessionmaker(engine),
         read_sessionmaker=create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
         temporal=temporal,
+        journeys=Journeys(temporal, settings.temporal_task_queue, settings.journey_prompts_per_run),
         storage=storage,
         stripe=create_stripe_client(settings, stack),
         replicate=create_replicate_client(settings, stack=stack),

@@ -9,6 +9,7 @@ from replicate.client import Client as ReplicateClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.journeys import Journeys
 from ecomdream.clients.storage import Storage
 from ecomdream.config import Settings
 from ecomdream.db.session import SessionMaker
@@ -23,6 +24,7 @@ class AppState:
     sessionmaker: SessionMaker
     read_sessionmaker: SessionMaker
     temporal: Client
+    journeys: Journeys
     storage: Storage
     stripe: stripe.StripeClient
     replicate: ReplicateClient

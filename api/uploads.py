@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.training import StagedPhoto
-from ecomdream.errors import BadRequest, PayloadTooLarge
+from ecomdream.errors import InvalidRequest, TooLarge
 
 MB = 1024 * 1024
 
@@ -55,7 +55,7 @@ class _LimitedParser(MultiPartParser):
             self._sizes[id(part)] = size
             if size > self.limits.max_file_bytes:
                 name = part.file.filename or "a photo"
-                raise PayloadTooLarge(
+                raise TooLarge(
                     f"{name} is larger than the {self.limits.max_file_bytes // MB} MB limit per photo"
                 )
         super().on_part_data(data, start, end)
@@ -92,7 +92,7 @@ async def _counted(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise PayloadTooLarge(f"The upload is larger than the {limit // MB} MB limit in total")
+            raise TooLarge(f"The upload is larger than the {limit // MB} MB limit in total")
         yield chunk
 
 
@@ -100,30 +100,28 @@ async def parse_photos(request: Request, limits: UploadLimits) -> ParsedUpload:
     """Read every file of a multipart body (any field name), enforcing the count and size limits."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise BadRequest("Send the photos as multipart/form-data, in the field `images`")
+        raise InvalidRequest("Send the photos as multipart/form-data, in the field `images`")
     parser = _LimitedParser(request, limits)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
         if "Too many files" in exc.message:
-            raise BadRequest(f"You can only upload {limits.max_files} images") from exc
-        raise BadRequest(f"The upload could not be read: {exc.message}") from exc
+            raise InvalidRequest(f"You can only upload {limits.max_files} images") from exc
+        raise InvalidRequest(f"The upload could not be read: {exc.message}") from exc
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     parsed = ParsedUpload(files=files)
     if not parser.complete and parser.parts_seen:
         # An interrupted upload (an empty body is just "no photos", below): training on the photos that happened to arrive whole is not what
         # the customer asked for.
         await parsed.close()
-        raise BadRequest("The upload was cut off before it finished; please send all the photos again")
+        raise InvalidRequest("The upload was cut off before it finished; please send all the photos again")
     total = sum(f.size or 0 for f in files)
     if total > limits.max_total_bytes:
         await parsed.close()
-        raise PayloadTooLarge(
-            f"The upload is larger than the {limits.max_total_bytes // MB} MB limit in total"
-        )
+        raise TooLarge(f"The upload is larger than the {limits.max_total_bytes // MB} MB limit in total")
     if len(files) < limits.min_files:
         await parsed.close()
-        raise BadRequest(f"You must provide at least {limits.min_files} images to successfully train AI")
+        raise InvalidRequest(f"You must provide at least {limits.min_files} images to successfully train AI")
     return parsed
 
 

@@ -1,4 +1,5 @@
-"""Domain errors: each carries the HTTP status the API renders it with and a customer-readable message."""
+"""Domain errors, named for what happened: each carries the HTTP status the API renders it with and a
+message a customer understands."""
 
 from __future__ import annotations
 
@@ -16,55 +17,59 @@ class EcomdreamError(Exception):
         self.extra = extra or {}
 
 
-class BadRequest(EcomdreamError):
+class InvalidRequest(EcomdreamError):
     """The request is malformed or names something that cannot be used."""
 
     status_code = 400
 
 
-class PaymentRequired(EcomdreamError):
-    """The action needs a completed payment or more quota."""
+class PhotosRejected(InvalidRequest):
+    """Some uploaded photos cannot be trained on (`extra["errors"]` lists every one)."""
+
+
+class Unpaid(EcomdreamError):
+    """The action needs a completed payment, or more images than the quota has left."""
 
     status_code = 402
 
 
-class Forbidden(EcomdreamError):
+class NotAllowed(EcomdreamError):
     """The action is not allowed for this payment or model."""
 
     status_code = 403
 
 
 class NotFound(EcomdreamError):
-    """The payment, model or prompt does not exist."""
+    """The payment, model or prompt does not exist (or is not the caller's)."""
 
     status_code = 404
 
 
-class Conflict(EcomdreamError):
-    """The resource is busy or in a state that does not allow the action yet."""
+class NotNow(EcomdreamError):
+    """The resource is busy, or not in a state that allows the action (yet)."""
 
     status_code = 409
 
 
-class Gone(EcomdreamError):
+class NoLongerAvailable(EcomdreamError):
     """The resource existed but can no longer be used."""
 
     status_code = 410
 
 
-class PayloadTooLarge(EcomdreamError):
-    """An upload exceeds a size limit."""
+class TooLarge(EcomdreamError):
+    """An upload or a body exceeds a size limit."""
 
     status_code = 413
 
 
-class ServiceUnavailable(EcomdreamError):
-    """A dependency (database, Temporal, storage, provider) does not answer right now."""
-
-    status_code = 503
-
-
-class UpstreamFailed(EcomdreamError):
+class ProviderFailed(EcomdreamError):
     """A provider (Stripe, Replicate) failed in a way the customer cannot fix by retrying at once."""
 
     status_code = 502
+
+
+class Unavailable(EcomdreamError):
+    """A dependency (database, Temporal, storage, provider) does not answer right now."""
+
+    status_code = 503

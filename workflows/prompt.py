@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -24,16 +23,17 @@ with workflow.unsafe.imports_passed_through():
         PromptOutcome,
         PromptStarted,
     )
-    from workflows import metrics
-    from workflows.policies import (
-        LEDGER_RETRY,
-        LEDGER_TIMEOUT,
-        REPLICATE_TIMEOUT,
-        VENDOR_RETRY,
-        abandon,
-        customer_reason,
-        polling,
-    )
+
+from workflows import metrics
+from workflows.policies import (
+    LEDGER_RETRY,
+    LEDGER_TIMEOUT,
+    REPLICATE_TIMEOUT,
+    VENDOR_RETRY,
+    customer_reason,
+    polling,
+)
+from workflows.waiting import webhook_or_poll
 
 COPY_TIMEOUT = timedelta(minutes=2)
 # Provider downloads are retried briefly; an output that is gone or not an image will not come back.
@@ -127,21 +127,15 @@ class PromptWorkflow:
             retry_policy=polling(poll_every),
             summary="watch the prediction (fallback for lost webhooks)",
         )
-        webhook = asyncio.ensure_future(
-            workflow.wait_condition(
-                lambda: (
-                    self.webhook_result is not None
-                    and self.webhook_result.prediction_id == created.prediction_id
-                )
-            )
-        )
-        await workflow.wait([poll, webhook], return_when=asyncio.FIRST_COMPLETED)
-        if self.webhook_result is not None and self.webhook_result.prediction_id == created.prediction_id:
-            abandon(poll)
-            return self.webhook_result
-        abandon(webhook)
+
+        def delivered() -> PredictionStatus | None:
+            result = self.webhook_result
+            return result if result is not None and result.prediction_id == created.prediction_id else None
+
         try:
-            return poll.result()
+            status = await webhook_or_poll(delivered, poll)
+            assert status is not None, "a prediction's wait is never interrupted"
+            return status
         except ActivityError:
             await workflow.execute_activity_method(
                 PredictionActivities.cancel_prediction,

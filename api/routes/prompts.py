@@ -13,14 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from temporalio.client import (
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from api.deps import ReadSessionDep, StateDep
+from api.journeys import PromptQueued, refused
 from api.schemas.prompts import (
     ImagePublic,
     PromptAccepted,
@@ -32,41 +28,15 @@ from api.schemas.prompts import (
 )
 from api.state import AppState
 from ecomdream.clients.storage import Storage
-from ecomdream.contracts import journey_id
 from ecomdream.contracts.prompt import PromptRequest, PromptSpec
 from ecomdream.db.session import transaction
-from ecomdream.errors import (
-    BadRequest,
-    Conflict,
-    EcomdreamError,
-    Gone,
-    NotFound,
-    PaymentRequired,
-    ServiceUnavailable,
-    UpstreamFailed,
-)
-from ecomdream.models import Version, VersionStatus
+from ecomdream.errors import InvalidRequest, NoLongerAvailable, NotFound, ProviderFailed
+from ecomdream.models import Version
 from ecomdream.repositories.prompts import PromptRepository
 from ecomdream.repositories.versions import VersionRepository
-from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("ecomdream.api.prompts")
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
-
-REJECTIONS: dict[str, type[EcomdreamError]] = {
-    "NotReady": Conflict,
-    "Busy": Conflict,
-    "ModelFailed": Gone,
-    "QuotaExhausted": PaymentRequired,
-    "QuotaExceeded": PaymentRequired,
-}
-
-
-def _rejection(error: WorkflowUpdateFailedError) -> EcomdreamError:
-    cause = error.cause
-    if isinstance(cause, ApplicationError):
-        return REJECTIONS.get(cause.type or "", Conflict)(cause.message)
-    return ServiceUnavailable("Image generation is unavailable right now, please retry")
 
 
 def with_trigger(version: Version, text: str) -> str:
@@ -79,15 +49,12 @@ def with_trigger(version: Version, text: str) -> str:
     return f"{' '.join(parts)}, {text}" if parts else text
 
 
-def _usable(version: Version | None) -> Version:
+def _existing(version: Version | None) -> Version:
+    """The model exists; whether it can generate now is the journey's to say (its validator)."""
     if version is None:
         raise NotFound("Invalid version id")
     if version.deleted_at is not None:
-        raise Gone("Your model has been deleted")
-    if version.status == VersionStatus.FAILED:
-        raise Gone("This model failed to train and cannot generate images")
-    if version.status != VersionStatus.READY:
-        raise Conflict("Please wait for your model to be ready")
+        raise NoLongerAvailable("Your model has been deleted")
     return version
 
 
@@ -135,7 +102,7 @@ async def create_prompt(
     """Generate images; waits for them up to a limit, then answers 202 and the work continues."""
     settings = state.settings
     async with transaction(state.sessionmaker) as session:
-        version = _usable(await VersionRepository(session).get(version_id))
+        version = _existing(await VersionRepository(session).get(version_id))
     prompt_id = uuid.uuid4()
     spec = PromptSpec(
         prompt=with_trigger(version, body.prompt),
@@ -154,18 +121,11 @@ async def create_prompt(
         poll_seconds=settings.prompt_poll_seconds,
         deadline_seconds=settings.prompt_deadline_seconds,
     )
-    handle = state.temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(version.payment_id))
     try:
-        async with asyncio.timeout(settings.prompt_accept_seconds):
-            update = await handle.start_update(
-                JourneyWorkflow.create_prompt,
-                request,
-                id=str(prompt_id),
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-            )
-    except WorkflowUpdateFailedError as exc:
-        raise _rejection(exc) from exc
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        update = await state.journeys.start_prompt(
+            version.payment_id, request, settings.prompt_accept_seconds
+        )
+    except PromptQueued:
         # Temporal holds the request and hands it to the journey when a worker is back; there is no
         # taking it back, so "retry" would generate (and charge) twice. Say where the result will be.
         return JSONResponse(
@@ -176,7 +136,7 @@ async def create_prompt(
             outcome = await update.result()
     except WorkflowUpdateFailedError as exc:
         # A validator's rejection surfaces here: the update was never accepted.
-        raise _rejection(exc) from exc
+        raise refused(exc, "Image generation is unavailable right now, please retry") from exc
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         # Accepted and still running: the images will appear in the list when done. The prompt's own
         # workflow records it too, but a busy worker may not have yet; the customer can look it up now.
@@ -186,7 +146,7 @@ async def create_prompt(
         log.warning("lost sight of accepted prompt %s", prompt_id, exc_info=True)
         return await _still_running(state, prompt_id, version_id, spec)
     if outcome.status != "succeeded":
-        raise UpstreamFailed(f"{outcome.error or 'Generation failed'}. No images were charged to your quota.")
+        raise ProviderFailed(f"{outcome.error or 'Generation failed'}. No images were charged to your quota.")
     try:
         async with transaction(state.sessionmaker) as session:
             row = await PromptRepository(session).one(prompt_id)
@@ -234,7 +194,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         # Postgres compares in UTC: a time that falls outside years 1-9999 there is no cursor of ours.
         return created_at.astimezone(UTC), uuid.UUID(prompt_id)
     except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("Invalid cursor; use the next_cursor of a previous page") from exc
+        raise InvalidRequest("Invalid cursor; use the next_cursor of a previous page") from exc
 
 
 @router.get("/list/{version_id}", response_model=PromptsPublic)

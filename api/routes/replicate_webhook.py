@@ -20,7 +20,7 @@ from api.schemas.payments import WebhookAck
 from ecomdream.clients.replicate import prediction_status, training_status, verify_webhook
 from ecomdream.contracts.prompt import PredictionEvent
 from ecomdream.contracts.training import TrainingEvent
-from ecomdream.errors import BadRequest, ServiceUnavailable
+from ecomdream.errors import InvalidRequest, Unavailable
 from ecomdream.metrics import WEBHOOKS
 from workflows.journey import JourneyWorkflow
 from workflows.prompt import PromptWorkflow
@@ -67,7 +67,7 @@ async def _fetch_secret(state: StateDep) -> None:
     try:
         secret = await state.replicate.webhooks.default.async_secret()
     except ReplicateException as exc:
-        raise ServiceUnavailable("Cannot verify webhooks right now") from exc
+        raise Unavailable("Cannot verify webhooks right now") from exc
     state.replicate_webhook_secret = secret.key
     state.replicate_secret_fetched_at = time.monotonic()
 
@@ -93,7 +93,7 @@ async def _rotated(state: StateDep) -> bool:
         before = state.replicate_webhook_secret
         try:
             await _fetch_secret(state)
-        except ServiceUnavailable:
+        except Unavailable:
             log.warning("could not fetch the Replicate signing secret again")
             return False
         return state.replicate_webhook_secret != before
@@ -117,20 +117,20 @@ async def replicate_webhook(
         # ValueError: a timestamp header that is not an integer, which the SDK does not catch.
         log.warning("rejected Replicate webhook: %s", type(exc).__name__)
         WEBHOOKS.labels("replicate", "bad_signature").inc()
-        raise BadRequest("Invalid Replicate signature") from exc
+        raise InvalidRequest("Invalid Replicate signature") from exc
     if not TARGET.match(target):
-        raise BadRequest("Unknown webhook target")
+        raise InvalidRequest("Unknown webhook target")
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise BadRequest("The webhook body is not JSON") from exc
+        raise InvalidRequest("The webhook body is not JSON") from exc
     is_training = target.startswith("journey-")
     try:
         (_TrainingBody if is_training else _PredictionBody).model_validate(body)
     except ValidationError as exc:
         WEBHOOKS.labels("replicate", "malformed").inc()
         kind = "training" if is_training else "prediction"
-        raise BadRequest(f"The webhook body is not a Replicate {kind}") from exc
+        raise InvalidRequest(f"The webhook body is not a Replicate {kind}") from exc
     handle = state.temporal.get_workflow_handle(target)
     try:
         if is_training:

@@ -9,15 +9,13 @@ from typing import Any
 import stripe
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import StateDep
-from api.routes.payments import start_attributes, workflow_input
+from api.routes.payments import plan_terms
 from api.schemas.payments import WebhookAck
-from ecomdream.contracts.payment import PaymentEvent, PaymentEventKind, PlanTerms
+from ecomdream.contracts.payment import PaymentEvent, PaymentEventKind
 from ecomdream.db.session import transaction
-from ecomdream.errors import BadRequest
+from ecomdream.errors import InvalidRequest
 from ecomdream.metrics import WEBHOOKS
 from ecomdream.models import Payment, PaymentStatus
 from ecomdream.repositories.payments import PaymentRepository, PlanRepository
@@ -86,12 +84,12 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
     except (stripe.SignatureVerificationError, ValueError) as exc:
         log.warning("rejected Stripe webhook: %s", type(exc).__name__)
         WEBHOOKS.labels("stripe", "bad_signature").inc()
-        raise BadRequest("Invalid Stripe signature") from exc
+        raise InvalidRequest("Invalid Stripe signature") from exc
     try:
         event = _Event.model_validate_json(payload)
     except ValidationError as exc:
         WEBHOOKS.labels("stripe", "malformed").inc()
-        raise BadRequest("The webhook body is not a Stripe event") from exc
+        raise InvalidRequest("The webhook body is not a Stripe event") from exc
     if event.type not in HANDLED:
         WEBHOOKS.labels("stripe", "ignored").inc()
         return WebhookAck()
@@ -99,7 +97,7 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
         obj = _CheckoutSession.model_validate(event.data.object)
     except ValidationError as exc:
         WEBHOOKS.labels("stripe", "malformed").inc()
-        raise BadRequest("The webhook event is not a Checkout Session") from exc
+        raise InvalidRequest("The webhook event is not a Checkout Session") from exc
     payment_id = obj.payment_id()
     async with transaction(state.sessionmaker) as session:
         payment = await PaymentRepository(session).get(payment_id) if payment_id else None
@@ -119,8 +117,17 @@ async def stripe_webhook(request: Request, state: StateDep) -> WebhookAck:
     signal = PaymentEvent(
         event_id=event.id, kind=PaymentEventKind(event.type), payment_status=obj.payment_status
     )
-    terms = PlanTerms(plan_id=plan.id, plan_name=plan.plan_name, images=plan.feature_amount_images)
-    await _deliver(state, payment, terms, target, signal)
+    assert payment.expires_at is not None
+    await state.journeys.deliver_payment_event(
+        payment.id,
+        plan_terms(plan),
+        payment.expires_at,
+        target,
+        signal,
+        # A workflow that gave up waiting must hear of money that arrives: it is started again if it ended.
+        money_may_be_lost=payment.status in (PaymentStatus.PENDING, PaymentStatus.EXPIRED)
+        and signal.settles_payment,
+    )
     WEBHOOKS.labels("stripe", "accepted").inc()
     return WebhookAck()
 
@@ -134,42 +141,3 @@ async def _target(session: Any, payment: Payment) -> tuple[uuid.UUID, uuid.UUID]
         return None
     version = await VersionRepository(session).get(payment.version_id)
     return (version.id, version.payment_id) if version else None
-
-
-async def _deliver(
-    state: StateDep,
-    payment: Payment,
-    terms: PlanTerms,
-    target: tuple[uuid.UUID, uuid.UUID] | None,
-    event: PaymentEvent,
-) -> None:
-    """Signal the workflow; start it again only for money arriving on a journey that gave up waiting."""
-    assert payment.expires_at is not None
-    run, arg, workflow_id = workflow_input(
-        payment.id, terms, payment.expires_at, target, state.settings.journey_prompts_per_run
-    )
-    client: Client = state.temporal
-    revive = payment.status in (PaymentStatus.PENDING, PaymentStatus.EXPIRED) and event.kind in (
-        PaymentEventKind.COMPLETED,
-        PaymentEventKind.ASYNC_SUCCEEDED,
-    )
-    if revive:
-        await client.start_workflow(
-            run,
-            arg,
-            id=workflow_id,
-            task_queue=state.settings.temporal_task_queue,
-            start_signal="payment_event",
-            start_signal_args=[event],
-            static_summary=f"{terms.plan_name} — payment {payment.id}",
-            search_attributes=start_attributes(payment.id, terms),
-        )
-        return
-    try:
-        await client.get_workflow_handle(workflow_id).signal("payment_event", event)
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-        log.info(
-            "Stripe event %s for payment %s arrived after its workflow ended", event.event_id, payment.id
-        )

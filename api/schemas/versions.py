@@ -24,7 +24,7 @@ class PhotoErrorPublic(BaseModel):
     error: str
 
 
-class PhotosRejected(BaseModel):
+class PhotosRejectedPublic(BaseModel):
     """A bad request; when photos were judged unusable, every problem with them at once."""
 
     code: int = 400

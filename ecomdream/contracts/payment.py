@@ -16,16 +16,81 @@ class Contract(BaseModel):
 
 
 class JourneyStage(StrEnum):
-    """The stages operators filter journeys by (the `JourneyStage` search attribute)."""
+    """The stages operators filter journeys by (the `JourneyStage` search attribute).
+
+    Every state an operator needs to tell apart is a stage of its own, never a stage plus a flag.
+    """
 
     AWAITING_PAYMENT = "awaiting_payment"
+    CHECKOUT_FAILED = "checkout_failed"
+    EXPIRED = "expired"
+    PAYMENT_FAILED = "payment_failed"
+    PAID = "paid"
+    VALIDATING = "validating"
+    TRAINING = "training"
+    AWAITING_RETRY = "awaiting_retry"
+    CANCELLING = "cancelling"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Journeys in these stages will not change any more.
+ENDED_STAGES = frozenset(
+    {
+        JourneyStage.CHECKOUT_FAILED,
+        JourneyStage.EXPIRED,
+        JourneyStage.PAYMENT_FAILED,
+        JourneyStage.FAILED,
+        JourneyStage.CANCELLED,
+    }
+)
+# Nothing was paid (or the payment is not in yet).
+UNPAID_STAGES = frozenset(
+    {
+        JourneyStage.AWAITING_PAYMENT,
+        JourneyStage.CHECKOUT_FAILED,
+        JourneyStage.EXPIRED,
+        JourneyStage.PAYMENT_FAILED,
+    }
+)
+
+
+class AddonStage(StrEnum):
+    """Stages of an add-on purchase (the same `JourneyStage` search attribute, on AddonWorkflow)."""
+
+    AWAITING_PAYMENT = "awaiting_payment"
+    CHECKOUT_FAILED = "checkout_failed"
+    EXPIRED = "expired"
+    PAYMENT_FAILED = "payment_failed"
+    APPLYING = "applying"
+    APPLIED = "applied"
+    REFUNDED = "refunded"
+
+
+class CheckoutOutcome(StrEnum):
+    """How a checkout ended."""
+
     PAID = "paid"
     EXPIRED = "expired"
     PAYMENT_FAILED = "payment_failed"
-    VALIDATING = "validating"
-    TRAINING = "training"
-    READY = "ready"
-    FAILED = "failed"
+    CHECKOUT_FAILED = "checkout_failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ledger_status(self) -> str:
+        """The payment row's status for this outcome."""
+        if self is CheckoutOutcome.PAID:
+            return "paid"
+        return "expired" if self in (CheckoutOutcome.EXPIRED, CheckoutOutcome.CANCELLED) else "failed"
+
+
+class Attention(StrEnum):
+    """Why an operator must act on a workflow (the `NeedsOperator` search attribute; unset when none)."""
+
+    REFUND_REFUSED = "refund_refused"
+    LEDGER_FAILING = "ledger_failing"
+    INTERNAL_ERROR = "internal_error"
 
 
 class PaymentEventKind(StrEnum):
@@ -73,6 +138,27 @@ class JourneyInput(Contract):
     prompts_per_run: int = Field(default=500, ge=1, description="Continue-as-new after this many prompts")
 
 
+class CheckoutOpen(Contract):
+    """The `open_checkout` update (sent with the workflow's start): open the Stripe checkout for a payment."""
+
+    payment_id: uuid.UUID
+    plan_id: int
+    pay_by: datetime
+    promocode: str | None = None
+    version_id: uuid.UUID | None = None
+
+
+class CheckoutOpened(Contract):
+    """Where the customer pays, and for how much."""
+
+    payment_id: uuid.UUID
+    url: str
+    session_id: str
+    amount_total: int
+    currency: str
+    promocode_applied: bool
+
+
 class JourneyState(Contract):
     """Everything the journey knows; carried across continue-as-new and returned by its query."""
 
@@ -94,6 +180,11 @@ class JourneyState(Contract):
     applied_grants: tuple[uuid.UUID, ...] = ()
     error: str | None = None
     refund_error: str | None = None
+    checkout: CheckoutOpened | None = None
+    attention: Attention | None = None
+    training_started_at: datetime | None = None
+    # While a failed training waits for an operator's retry: when the refund happens without one.
+    refund_at: datetime | None = None
 
 
 class AddonInput(Contract):
@@ -117,7 +208,21 @@ class AddonResult(Contract):
     """How an add-on purchase ended."""
 
     payment_id: uuid.UUID
-    outcome: JourneyStage
+    stage: AddonStage
+    images_quota: int | None = None
+
+
+class AddonApply(Contract):
+    """Activity input: hand a paid add-on to its model's journey (the journey's `add_images` update)."""
+
+    journey_workflow_id: str
+    grant: AddonGrant
+
+
+class AddonApplied(Contract):
+    """The model's quota after the add-on."""
+
+    images_quota: int
 
 
 class PaymentUpdate(Contract):
@@ -149,7 +254,6 @@ class QuotaUpdate(Contract):
 
     version_id: uuid.UUID
     images_quota: int
-    addon_payment_id: uuid.UUID | None = None
 
 
 JourneyInput.model_rebuild()
@@ -163,6 +267,12 @@ class CancelRequest(Contract):
 
 class RetryRequest(Contract):
     """Operator action: train a failed model again from the same photos (once, before the refund)."""
+
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class ResumeRequest(Contract):
+    """Operator action: the cause of a stopped step was fixed; try it again."""
 
     reason: str = Field(min_length=1, max_length=200)
 

@@ -32,19 +32,27 @@ class VersionRepository:
         images_count: int,
         images_quota: int,
     ) -> None:
-        """Insert the version and link it to its payment; running it twice changes nothing."""
+        """Record a model whose photos were accepted, and link it to its payment.
+
+        Running it twice changes nothing; a new upload for the same model (its photos were lost before
+        training) shows it as training again, with the new upload's class and count.
+        """
+        values = {
+            "status": VersionStatus.TRAINING.value,
+            "class_name": class_name,
+            "trigger_token": trigger_token,
+            "images_count": images_count,
+            "progress": 0.0,
+        }
+        statement = insert(Version).values(
+            id=version_id, payment_id=payment_id, images_quota=images_quota, **values
+        )
         await self.session.execute(
-            insert(Version)
-            .values(
-                id=version_id,
-                payment_id=payment_id,
-                status=VersionStatus.VALIDATING.value,
-                class_name=class_name,
-                trigger_token=trigger_token,
-                images_count=images_count,
-                images_quota=images_quota,
+            statement.on_conflict_do_update(
+                index_elements=[Version.id],
+                set_={**values, "error": None, "failed_at": None},
+                where=Version.status == VersionStatus.FAILED.value,
             )
-            .on_conflict_do_nothing(index_elements=[Version.id])
         )
         await self.session.execute(
             update(Payment).where(Payment.id == payment_id).values(version_id=version_id)

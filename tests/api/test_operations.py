@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from ecomdream.contracts.payment import (
     OperatorRefund,
     RetryRequest,
 )
-from ecomdream.contracts.search import JOURNEY_STAGE, PAYMENT_ID, PLAN_NAME, VERSION_ID
+from ecomdream.contracts.search import JOURNEY_STAGE, NEEDS_OPERATOR, PAYMENT_ID, PLAN_NAME, VERSION_ID
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, pay, payment_row, wait_stage
 from tests.api.test_prompts import prompt, ready_model
@@ -43,8 +44,15 @@ async def operator_view(temporal: Client, payment_id: str) -> tuple[str, str, di
     # The same built-in query the Web UI uses to show a workflow's current details.
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     attrs = described.typed_search_attributes
-    values = {key.name: attrs.get(key) for key in (PAYMENT_ID, VERSION_ID, JOURNEY_STAGE, PLAN_NAME)}
+    keys = (PAYMENT_ID, VERSION_ID, JOURNEY_STAGE, PLAN_NAME, NEEDS_OPERATOR)
+    values = {key.name: attrs.get(key) for key in keys}
     return summary, metadata.current_details, values
+
+
+async def trainings_at_replicate(replicate_knobs: httpx.AsyncClient, version_id: str) -> list[dict[str, Any]]:
+    """The trainings the Replicate sandbox holds for a version (its zip's URL names the version)."""
+    trainings = (await replicate_knobs.get("/_sandbox/trainings")).json()["results"]
+    return [t for t in trainings if version_id in str(t["request"]["input"]["input_images"])]
 
 
 class TestOperatorView:
@@ -63,6 +71,7 @@ class TestOperatorView:
             "VersionId": None,
             "JourneyStage": "awaiting_payment",
             "PlanName": "basic_init",
+            "NeedsOperator": None,
         }
 
         await pay(created["url"], email=EMAIL)
@@ -74,9 +83,12 @@ class TestOperatorView:
 
         response = await train(api, payment_id, as_files(valid_photos(5)))
         version_id = response.json()["version_id"]
-        _, details, attrs = await operator_view(temporal, payment_id)
+        _, details, attrs = await eventually(
+            lambda: operator_view(temporal, payment_id), lambda v: "Replicate" in v[1]
+        )
         assert attrs["JourneyStage"] == "training"
         assert attrs["VersionId"] == version_id
+        assert attrs["NeedsOperator"] is None
         assert details.startswith("Training on Replicate, started ")
 
         found = await eventually(
@@ -114,15 +126,15 @@ class TestOperatorActions:
         await replicate_knobs.post("/_sandbox/config", json={"training_seconds": 60})
         payment_id = await paid_payment(api, temporal)
         version_id = (await train(api, payment_id, as_files(valid_photos(5)))).json()["version_id"]
+        await eventually(lambda: trainings_at_replicate(replicate_knobs, version_id), bool)
         handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
         state: JourneyState = await handle.execute_update(
             JourneyWorkflow.cancel, CancelRequest(reason="customer asked")
         )
-        assert state.stage.value == "failed"
+        assert state.stage.value == "cancelled"
         assert state.error == "Cancelled by operator: customer asked"
 
-        trainings = (await replicate_knobs.get("/_sandbox/trainings")).json()["results"]
-        (ours,) = [t for t in trainings if version_id in str(t["request"]["input"]["input_images"])]
+        (ours,) = await trainings_at_replicate(replicate_knobs, version_id)
         assert ours["object"]["status"] == "canceled"
         row = await eventually(lambda: payment_row(db, payment_id), lambda r: r["status"] == "refunded")
         async with httpx.AsyncClient(base_url=stack.stripe_url) as sandbox:
@@ -147,8 +159,10 @@ class TestOperatorActions:
         assert failed["error"]
         # The operator sees the failure and the pending refund; the money has not gone back yet.
         _, details, attrs = await operator_view(temporal, payment_id)
-        assert attrs[JOURNEY_STAGE.name] == "failed"
-        assert re.fullmatch(r"Failed: .+; refund in \d+ min unless an operator retries", details), details
+        assert attrs[JOURNEY_STAGE.name] == "awaiting_retry"
+        assert re.fullmatch(r"Failed: .+; refund at \d\d:\d\d UTC unless an operator retries", details), (
+            details
+        )
         assert (await payment_row(db, payment_id))["status"] == "paid"
 
         await replicate_knobs.post("/_sandbox/config", json={"fail_trainings": False})
@@ -164,8 +178,7 @@ class TestOperatorActions:
         await wait_stage(temporal, payment_id, "ready")
 
         # Two trainings at Replicate, both from the same zip of the customer's photos.
-        trainings = (await replicate_knobs.get("/_sandbox/trainings")).json()["results"]
-        ours = [t for t in trainings if version_id in str(t["request"]["input"]["input_images"])]
+        ours = await trainings_at_replicate(replicate_knobs, version_id)
         assert sorted(t["object"]["status"] for t in ours) == ["failed", "succeeded"]
         assert len({str(t["request"]["input"]["input_images"]).split("?")[0] for t in ours}) == 1
         # Kept, not refunded; a second retry is refused.
@@ -205,14 +218,14 @@ class TestRefundsStripeAnswersDifferently:
         handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
         state = await handle.execute_update(JourneyWorkflow.cancel, CancelRequest(reason="customer asked"))
 
-        assert state.stage.value == "failed"
+        assert state.stage.value == "cancelled"
         assert state.refund_error is None
         refunded = await eventually(lambda: payment_row(db, payment_id), lambda r: r["status"] == "refunded")
         assert refunded["refund_id"] == by_hand.id
         listed = await dashboard.v1.refunds.list_async(params={"payment_intent": row["payment_intent_id"]})
         assert [r.id for r in listed.data] == [by_hand.id]
         _, details, _ = await operator_view(temporal, payment_id)
-        assert details == "Failed: Cancelled by operator: customer asked; refunded"
+        assert details == "Cancelled by operator: customer asked; refunded"
 
     async def test_a_refund_stripe_refuses_ends_the_journey_and_asks_for_an_operator(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
@@ -227,17 +240,21 @@ class TestRefundsStripeAnswersDifferently:
         handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
         state = await handle.execute_update(JourneyWorkflow.cancel, CancelRequest(reason="customer asked"))
 
-        assert state.stage.value == "failed"
+        assert state.stage.value == "cancelled"
         assert state.refund_error is not None
         assert state.refund_error.startswith("Stripe refused the refund: No such payment_intent")
         row = await payment_row(db, payment_id)
         assert (row["status"], row["refund_id"]) == ("paid", None)
         _, details, attrs = await operator_view(temporal, payment_id)
-        assert details.startswith(
-            "Failed: Cancelled by operator: customer asked; NOT refunded — Stripe refused"
+        assert details.startswith("Cancelled by operator: customer asked; NOT refunded — Stripe refused")
+        assert details.endswith("an operator must settle the refund")
+        assert attrs["JourneyStage"] == "cancelled"
+        assert attrs["NeedsOperator"] == "refund_refused"
+        found = await eventually(
+            lambda: TestOperatorView._list(temporal, "NeedsOperator = 'refund_refused'"),
+            lambda ids: journey_id(payment_id) in ids,
         )
-        assert details.endswith("an operator must settle it")
-        assert attrs["JourneyStage"] == "failed"
+        assert found
         assert await staged_keys(stack, f"staging/{payment_id}/") == []
 
     async def test_a_refused_refund_of_a_ready_model_can_be_settled_by_refunding_again(

@@ -378,7 +378,7 @@ class TestAddons:
 
             await eventually(delivered, lambda n: n >= 2)
         addon_handle = temporal.get_workflow_handle(f"addon-{addon['payment_id']}")
-        assert (await addon_handle.result())["outcome"] == "paid"
+        assert (await addon_handle.result())["stage"] == "applied"
         state = await journey_state(temporal, payment_id)
         assert state.images_quota == 1100
         assert [str(a) for a in state.applied_addons] == [addon["payment_id"]]

@@ -3,7 +3,7 @@
 # every custom search attribute given as an argument is registered as Keyword. Idempotent: a second run, or a
 # run against a namespace registered by hand, changes nothing and succeeds.
 #
-#   init-namespace.sh PaymentId VersionId JourneyStage PlanName
+#   init-namespace.sh PaymentId VersionId JourneyStage PlanName NeedsOperator
 #
 # Environment: TEMPORAL_ADDRESS (host:port), NAMESPACE, NAMESPACE_RETENTION (how long closed workflows stay
 # visible; open journeys are not affected, however long they run).

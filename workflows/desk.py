@@ -1,0 +1,98 @@
+"""The prompt desk of a ready journey: one prompt at a time, never past the quota, and when to start afresh."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from ecomdream.contracts import prompt_workflow_id
+    from ecomdream.contracts.payment import JourneyStage
+    from ecomdream.contracts.prompt import PromptInput, PromptOutcome, PromptRequest
+    from ecomdream.contracts.refusals import Refusal, refuse
+    from ecomdream.contracts.search import PAYMENT_ID, VERSION_ID
+
+from workflows import metrics
+from workflows.prompt import PromptWorkflow
+from workflows.record import JourneyRecord
+
+
+class PromptDesk:
+    """Serves `create_prompt` updates; decides when the journey continues as a new run."""
+
+    def __init__(self, record: JourneyRecord, prompts_per_run: int) -> None:
+        self.record = record
+        self.prompts_per_run = prompts_per_run
+        self.busy = False
+        self.served_this_run = 0
+
+    def refusal(self, request: PromptRequest) -> None:
+        """The per-version lock and the quota: one prompt at a time, never more images than are left."""
+        stage = self.record.state.stage
+        if stage in (JourneyStage.FAILED, JourneyStage.CANCELLED, JourneyStage.AWAITING_RETRY):
+            raise refuse(Refusal.MODEL_FAILED, "This model failed to train and cannot generate images")
+        if stage is not JourneyStage.READY:
+            raise refuse(Refusal.NOT_READY, "Please wait for your model to be ready")
+        if self.busy:
+            raise refuse(Refusal.BUSY, "Another prompt for this model is still running, please wait")
+        left = self.record.images_left
+        if left <= 0:
+            raise refuse(
+                Refusal.QUOTA_EXHAUSTED,
+                "You ran out of images, you need to purchase extra package to continue working",
+            )
+        if left < request.spec.num_outputs:
+            raise refuse(Refusal.QUOTA_EXCEEDED, f"You can only generate {left} images")
+
+    async def serve(self, request: PromptRequest) -> PromptOutcome:
+        """Generate in a child workflow; only images actually delivered are charged to the quota."""
+        self.busy = True
+        try:
+            state = self.record.state
+            assert state.version_id is not None
+            assert state.model_version is not None
+            workflow.set_current_details(f"{self.record.details()}; generating {request.spec.num_outputs}")
+            outcome = await workflow.execute_child_workflow(
+                PromptWorkflow.run,
+                PromptInput(
+                    prompt_id=request.prompt_id,
+                    version_id=state.version_id,
+                    model_version=state.model_version,
+                    spec=request.spec,
+                    poll_seconds=request.poll_seconds,
+                    deadline_seconds=request.deadline_seconds,
+                ),
+                id=prompt_workflow_id(request.prompt_id),
+                # The journey continues as new; a running prompt must not be terminated with the old run.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"{request.spec.num_outputs} image(s) for version {state.version_id}",
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(VERSION_ID, str(state.version_id)),
+                        SearchAttributePair(PAYMENT_ID, str(state.payment_id)),
+                    ]
+                ),
+            )
+            metrics.prompt(outcome.status, outcome.images)
+            self.served_this_run += 1
+            self.record.update(
+                images_generated=self.record.state.images_generated + outcome.images,
+                prompts_served=self.record.state.prompts_served + 1,
+            )
+            return outcome
+        finally:
+            self.busy = False
+            workflow.set_current_details(self.record.details())
+
+    async def until_fresh_run_is_due(self) -> None:
+        """Wait until the desk is idle and the history long enough to continue as a new run."""
+        await workflow.wait_condition(
+            lambda: (
+                not self.busy
+                and (
+                    self.served_this_run >= self.prompts_per_run
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+            )
+        )
