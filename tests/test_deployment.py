@@ -499,7 +499,7 @@ class TestTemporal:
         init = services["temporal-init"]
         assert depends_on(init) == {"temporal": "service_healthy"}
         names = init["command"]
-        assert len(names) == len(set(names)) == 4
+        assert len(names) == len(set(names)) == 5
         assert set(names) == set(SEARCH_ATTRIBUTE_NAMES)
         env = environment(init)
         assert env["TEMPORAL_ADDRESS"] == "temporal:7233"

@@ -119,7 +119,7 @@ class Checkout:
     async def wait(self) -> CheckoutOutcome:
         """Wait until the payment is settled, failed, expired or cancelled; delayed payments move the deadline."""
         while self.outcome is None:
-            if self.cancelled() and not self.opening:
+            if self._cancel_due():
                 self.outcome = await self._close() or CheckoutOutcome.CANCELLED
                 break
             limit = self.pay_by + (ASYNC_PAYMENT_LIMIT if self.awaiting_async else PAYMENT_GRACE)
@@ -130,13 +130,17 @@ class Checkout:
             was_async = self.awaiting_async
 
             def changed(was_async: bool = was_async) -> bool:
-                return self.outcome is not None or self.awaiting_async != was_async or self.cancelled()
+                return self.outcome is not None or self.awaiting_async != was_async or self._cancel_due()
 
             try:
                 await workflow.wait_condition(changed, timeout=remaining, timeout_summary="checkout deadline")
             except TimeoutError:
                 self.outcome = self.outcome or CheckoutOutcome.EXPIRED
         return self.outcome
+
+    def _cancel_due(self) -> bool:
+        # An operator's cancel closes the checkout once it is open (or failed to open).
+        return self.cancelled() and not self.opening
 
     async def _close(self) -> CheckoutOutcome | None:
         """Close the checkout so it can no longer take money; PAID if the customer paid just before."""

@@ -233,19 +233,19 @@ class TrainingRun:
         if started is not None:
             outcome = "succeeded" if status.status == "succeeded" else "failed"
             metrics.training(outcome, workflow.now() - started)
+        if self._cancelled:
+            # The operator's cancel wins, even over a training that succeeded meanwhile: it is refunded.
+            await self._end(JourneyStage.CANCELLED, self._cancel_text(), with_zip=True)
+            return
         if status.status == "succeeded":
             await self._ready(status)
             return
         reason = status.error or f"Training {status.status}"
-        cancelled = self._cancelled or status.status == "canceled"
-        if not cancelled and await self._retried(reason):
-            return
-        if self._cancelled:
-            await self._end(JourneyStage.CANCELLED, self._cancel_text(), with_zip=True)
-        else:
-            await self._end(
-                JourneyStage.CANCELLED if cancelled else JourneyStage.FAILED, reason, with_zip=True
-            )
+        if status.status == "canceled":
+            await self._end(JourneyStage.CANCELLED, reason, with_zip=True)
+        elif not await self._retried(reason):
+            stage = JourneyStage.CANCELLED if self._cancelled else JourneyStage.FAILED
+            await self._end(stage, self._cancel_text() if self._cancelled else reason, with_zip=True)
 
     async def _ready(self, status: TrainingStatus) -> None:
         # Ready in the journey before the ledger says so: the API lets prompts through once the ledger says
@@ -261,11 +261,10 @@ class TrainingRun:
         window = timedelta(seconds=self.request.retry_window_seconds)
         if self.retried or not window:
             return False
-        self.record.update(error=reason)
+        self.record.update(error=reason, refund_at=workflow.now() + window)
+        self.record.enter(JourneyStage.AWAITING_RETRY)
         await self._record_outcome(TrainingStatus(training_id="", status="failed", error=reason))
         self.recorded_failure = reason
-        self.record.update(refund_at=workflow.now() + window)
-        self.record.enter(JourneyStage.AWAITING_RETRY)
         try:
             await workflow.wait_condition(
                 lambda: self.retry_reason is not None or self._cancelled,

@@ -128,17 +128,23 @@ async def assert_still_running(temporal: Client, workflow_id: str, caught: Pendi
 
 
 async def started_attempts(temporal: Client, workflow_id: str, name: str) -> list[int]:
-    """The attempt number recorded for every finished activity of that type in the workflow's latest run."""
-    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
-    scheduled: dict[int, str] = {}
+    """The attempt number recorded for every finished activity of that type, in every run of the workflow
+    (a journey continues as new once its model is ready), oldest run first."""
+    runs = sorted(
+        [run async for run in temporal.list_workflows(f"WorkflowId = '{workflow_id}'")],
+        key=lambda run: run.start_time,
+    )
     attempts: list[int] = []
-    for event in history.events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attrs = event.activity_task_started_event_attributes
-            if scheduled.get(attrs.scheduled_event_id) == name:
-                attempts.append(attrs.attempt)
+    for run in runs:
+        history = await temporal.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+        scheduled: dict[int, str] = {}
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                attrs = event.activity_task_started_event_attributes
+                if scheduled.get(attrs.scheduled_event_id) == name:
+                    attempts.append(attrs.attempt)
     return attempts
 
 

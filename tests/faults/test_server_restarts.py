@@ -103,7 +103,8 @@ async def test_a_journey_resumes_after_temporal_restarts_and_the_api_answers_503
     assert len(await trainings_for(stack, version_id)) == 1
     await wait_ready(stack)
 
-    # The refused checkout was closed: no money can arrive for a payment nobody watches.
+    # The refused checkout left nothing behind: its workflow records the payment and opens the checkout, and
+    # it never started, so there is no payment row and no Stripe session that could take money unwatched.
     async with db.connect() as conn:
         orphans = (
             (
@@ -115,11 +116,7 @@ async def test_a_journey_resumes_after_temporal_restarts_and_the_api_answers_503
             .mappings()
             .all()
         )
-    assert [o["status"] for o in orphans] == ["failed"], orphans
-    if orphans[0]["checkout_url"]:
-        async with httpx.AsyncClient(timeout=30) as browser:
-            late = await browser.post(orphans[0]["checkout_url"], data={"email": "late@example.com"})
-        assert late.status_code >= 400, late.text
+    assert orphans == [], orphans
     # Nothing refused was done behind the customer's back, and every refused request now succeeds.
     assert (await api.get(f"/api/v1/prompts/list/{model_version}")).json()["prompts"] == []
     assert (await api.post("/api/v1/payments/create", json={"plan_id": 1})).status_code == 201
