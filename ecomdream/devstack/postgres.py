@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -9,6 +10,9 @@ import signal
 import subprocess
 from pathlib import Path
 
+import psutil
+
+from ecomdream.devstack.leftovers import stop_trees
 from ecomdream.devstack.postgres_home import (
     BIN,
     SystemInstall,
@@ -43,7 +47,7 @@ class EmbeddedPostgres:
             self.user = system_user()
             self.bin_dir = self.install.bin_dir
             self.pgdata = cluster_slot(data_dir) / "data"
-        self.process = ManagedProcess(
+        self.process = ManagedProcess.in_data_dir(
             "postgres",
             [
                 str(self.bin_dir / "postgres"),
@@ -60,9 +64,11 @@ class EmbeddedPostgres:
                 "-c",
                 "fsync=off" if os.environ.get("ECOMDREAM_PG_FSYNC_OFF") else "fsync=on",
             ],
-            log_path=data_dir / "logs" / "postgres.log",
+            data_dir,
             cwd=self.pgdata.parent,
             user=self.user,
+            # Fast shutdown: roll back open transactions and stop (SIGTERM would wait for every client).
+            stop_signal=signal.SIGINT,
         )
 
     def url(self, database: str = DATABASE, driver: str = "postgresql+asyncpg") -> str:
@@ -100,6 +106,18 @@ class EmbeddedPostgres:
             cwd=self.pgdata.parent,
             **credentials(self.user),
         )
+
+    def stop_leftover(self) -> None:
+        """Stop a server a crashed launcher left running on this cluster; drop a lock file nobody holds."""
+        for pgdata in {self.pgdata, self.link}:
+            lock = pgdata / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(lock.read_text().split("\n", 1)[0])
+                server = _postmaster(pid, pgdata)
+                if server is None:
+                    lock.unlink(missing_ok=True)
+                else:
+                    stop_trees([(server, signal.SIGINT)])
 
     def launch(self) -> None:
         """Initialise the cluster if needed and start the server process."""
@@ -151,4 +169,13 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions and stop."""
-        self.process.stop(sig=signal.SIGINT, timeout=30)
+        self.process.stop(timeout=30)
+
+
+def _postmaster(pid: int, pgdata: Path) -> psutil.Process | None:
+    """The process pid if it is a Postgres server running on pgdata."""
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        if str(pgdata) in proc.cmdline() or Path(proc.cwd()) == pgdata.resolve():
+            return proc
+    return None

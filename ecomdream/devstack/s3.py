@@ -35,7 +35,7 @@ class SeaweedS3:
             *(f"-{name}.port={value}" for name, value in ports.items()),
         ]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
-        self.process = ManagedProcess("s3", argv, log_path=data_dir / "logs" / "s3.log", env=env, cwd=storage)
+        self.process = ManagedProcess.in_data_dir("s3", argv, data_dir, env=env, cwd=storage)
 
     @property
     def endpoint_url(self) -> str:
