@@ -89,9 +89,12 @@ class Stack:
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = self.ports.resolved()
         self.mode = Settings().provider_mode
-        p = self.ports
+        self.requested_ports = self.ports
+        self._assemble(self.requested_ports.resolved())
+
+    def _assemble(self, ports: StackPorts) -> None:
+        self.ports = p = ports
         self.postgres = EmbeddedPostgres(self.data_dir, p.postgres)
         self.temporal = TemporalDevServer(self.data_dir, p.temporal, p.temporal_ui)
         self.s3 = SeaweedS3(self.data_dir, p.s3, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)
@@ -181,8 +184,12 @@ class Stack:
         Raises StartRefused (one line saying why) before anything is started.
         """
         claim(self.run_dir)
-        for name in stop_recorded(self.run_dir):
+        stopped = stop_recorded(self.run_dir)
+        for name in stopped:
             log.info("stopped %s, left running by an earlier run on %s", name, self.data_dir)
+        if stopped:
+            # Stopping them may have taken a while: by now a port found free before may serve another program.
+            self._assemble(self.requested_ports.resolved())
         self.postgres.stop_leftover()
         check_ports(self.wanted_ports())
 
