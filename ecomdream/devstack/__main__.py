@@ -1,14 +1,20 @@
-"""`python -m ecomdream.devstack`: the whole embedded stack in the foreground; Ctrl-C stops every part."""
+"""`python -m ecomdream.devstack`: the whole embedded stack in the foreground; Ctrl-C stops every part.
+
+If the launcher itself is killed, every part stops with it, and the next launcher on the same data
+directory stops whatever survived before it starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from ecomdream.config import ProviderMode
+from ecomdream.devstack.leftovers import StartRefused
 from ecomdream.devstack.stack import Stack, StackPorts
 
 
@@ -24,6 +30,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--s3-port", type=int, default=defaults.s3)
     parser.add_argument("--stripe-port", type=int, default=defaults.stripe)
     parser.add_argument("--replicate-port", type=int, default=defaults.replicate)
+    parser.add_argument("--metrics-port", type=int, default=defaults.metrics)
+    parser.add_argument("--worker-metrics-port", type=int, default=defaults.worker_metrics)
     return parser.parse_args()
 
 
@@ -67,13 +75,21 @@ def main() -> None:
         s3=args.s3_port,
         stripe=args.stripe_port,
         replicate=args.replicate_port,
+        metrics=args.metrics_port,
+        worker_metrics=args.worker_metrics_port,
     )
     stack = Stack(data_dir=args.data_dir, ports=ports)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal closed.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stack.start()
+        stack.prepare()
+    except StartRefused as refused:
+        sys.exit(f"ecomdream.devstack: {refused}")
+    try:
+        stack.start_infrastructure()
+        stack.start_app()
         print(banner(stack), flush=True)
         while not stop.wait(1.0):
             for part in (stack.api, stack.worker):

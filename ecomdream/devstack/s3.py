@@ -17,9 +17,7 @@ class SeaweedS3:
         self.bucket = bucket
         storage = data_dir / "s3"
         storage.mkdir(parents=True, exist_ok=True)
-        # weed derives each gRPC port as http port + 10000, so pick ports whose +10000 is free too.
-        ports = {name: _port_pair() for name in ("master", "volume", "filer", "admin")}
-        argv = [
+        self.base_argv = [
             weed,
             "mini",
             f"-dir={storage}",
@@ -32,10 +30,14 @@ class SeaweedS3:
             f"-s3.port={port}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            *(f"-{name}.port={value}" for name, value in ports.items()),
         ]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
-        self.process = ManagedProcess("s3", argv, log_path=data_dir / "logs" / "s3.log", env=env, cwd=storage)
+        self.process = ManagedProcess.in_data_dir("s3", self._argv(), data_dir, env=env, cwd=storage)
+
+    def _argv(self) -> list[str]:
+        # weed derives each gRPC port as http port + 10000, so pick ports whose +10000 is free too.
+        ports = {name: _port_pair() for name in ("master", "volume", "filer", "admin")}
+        return [*self.base_argv, *(f"-{name}.port={value}" for name, value in ports.items())]
 
     @property
     def endpoint_url(self) -> str:
@@ -43,7 +45,8 @@ class SeaweedS3:
         return f"http://127.0.0.1:{self.port}"
 
     def launch(self) -> None:
-        """Start the mini cluster."""
+        """Start the mini cluster on auxiliary ports picked now (ports found free long before may be taken)."""
+        self.process.argv = self._argv()
         self.process.start()
 
     def wait(self, timeout: float = 90.0) -> None:

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from ecomdream.config import SANDBOX_STRIPE_WEBHOOK_SECRET, ProviderMode, Settings
+from ecomdream.devstack.leftovers import check_ports, claim, release, stop_recorded
 from ecomdream.devstack.postgres import EmbeddedPostgres
 from ecomdream.devstack.processes import ManagedProcess, free_port, http_ok
 from ecomdream.devstack.s3 import SeaweedS3
@@ -88,9 +89,12 @@ class Stack:
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = self.ports.resolved()
         self.mode = Settings().provider_mode
-        p = self.ports
+        self.requested_ports = self.ports
+        self._assemble(self.requested_ports.resolved())
+
+    def _assemble(self, ports: StackPorts) -> None:
+        self.ports = p = ports
         self.postgres = EmbeddedPostgres(self.data_dir, p.postgres)
         self.temporal = TemporalDevServer(self.data_dir, p.temporal, p.temporal_ui)
         self.s3 = SeaweedS3(self.data_dir, p.s3, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)
@@ -141,12 +145,8 @@ class Stack:
 
     def _python(self, name: str, *args: str) -> ManagedProcess:
         env = DEV_DEFAULTS | dict(os.environ) | self.extra_env
-        return ManagedProcess(
-            name,
-            [sys.executable, *args],
-            log_path=self.data_dir / "logs" / f"{name}.log",
-            env=env,
-            cwd=REPO_ROOT,
+        return ManagedProcess.in_data_dir(
+            name, [sys.executable, *args], self.data_dir, env=env, cwd=REPO_ROOT
         )
 
     def _stripe_args(self) -> list[str]:
@@ -160,6 +160,38 @@ class Stack:
 
     def _replicate_args(self) -> list[str]:
         return ["--host=127.0.0.1", f"--port={self.ports.replicate}"]
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the launcher and every child record their pid."""
+        return self.data_dir / "run"
+
+    def wanted_ports(self) -> dict[str, int]:
+        """The port of every part this stack will start, by the part's name."""
+        p = self.ports
+        wanted = {"Postgres": p.postgres, "Temporal": p.temporal, "S3": p.s3}
+        if p.temporal_ui is not None:
+            wanted["Temporal Web UI"] = p.temporal_ui
+        if self.mode is ProviderMode.SANDBOX:
+            wanted |= {"the Stripe sandbox": p.stripe, "the Replicate sandbox": p.replicate}
+        if self.run_app:
+            wanted |= {"the API": p.api, "API metrics": p.metrics, "worker metrics": p.worker_metrics}
+        return wanted
+
+    def prepare(self) -> None:
+        """Stop what a crashed run of this data directory left running, then check every port is free.
+
+        Raises StartRefused (one line saying why) before anything is started.
+        """
+        claim(self.run_dir)
+        stopped = stop_recorded(self.run_dir)
+        for name in stopped:
+            log.info("stopped %s, left running by an earlier run on %s", name, self.data_dir)
+        if stopped:
+            # Stopping them may have taken a while: by now a port found free before may serve another program.
+            self._assemble(self.requested_ports.resolved())
+        self.postgres.stop_leftover()
+        check_ports(self.wanted_ports())
 
     def start_infrastructure(self) -> None:
         """Postgres, Temporal and S3 (started together), then migrations, then the sandboxes."""
@@ -202,7 +234,8 @@ class Stack:
         self.api.wait_ready(lambda: http_ok(f"{self.api_url}/ready"), timeout=60)
 
     def start(self) -> None:
-        """Everything, in order."""
+        """Everything, in order, once the data directory is reclaimed and the ports checked."""
+        self.prepare()
         self.start_infrastructure()
         if self.run_app:
             self.start_app()
@@ -215,3 +248,4 @@ class Stack:
         for server in (self.temporal, self.s3, self.postgres):
             with contextlib.suppress(Exception):
                 server.stop()
+        release(self.run_dir)

@@ -46,7 +46,7 @@ class TemporalDevServer:
             argv += ["--ui-ip", "127.0.0.1", "--ui-port", str(ui_port), "--ui-disable-news-fetch"]
         if metrics_port is not None:
             argv += ["--metrics-port", str(metrics_port)]
-        self.process = ManagedProcess("temporal", argv, log_path=data_dir / "logs" / "temporal.log")
+        self.process = ManagedProcess.in_data_dir("temporal", argv, data_dir)
 
     @property
     def address(self) -> str:
