@@ -41,6 +41,15 @@ async def refunds_at_stripe(stack: Stack, payment_intent: str) -> int:
     return [r["payment_intent"] for r in refunds].count(payment_intent)
 
 
+async def charged_payment(
+    api: httpx.AsyncClient, db: AsyncEngine, temporal: Client
+) -> tuple[str, dict[str, Any]]:
+    """A paid journey waiting for photos, once the ledger knows the charge (its payment intent)."""
+    payment_id = await paid_payment(api, temporal)
+    row = await eventually(lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None)
+    return payment_id, row
+
+
 class TestCancelBeforeTheModel:
     async def test_cancel_while_awaiting_payment_closes_the_checkout(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
@@ -52,8 +61,10 @@ class TestCancelBeforeTheModel:
         row = await payment_row(db, created["payment_id"])
         assert row["status"] == "expired"
         assert (await stripe_session(stack, row["session_id"]))["status"] == "expired"
-        page = await pay(created["url"])
+        async with httpx.AsyncClient() as browser:
+            page = await browser.post(created["url"], data={"email": "late@example.com"})
         assert page.status_code >= 400, "the closed checkout takes no money"
+        assert "expired" in page.text
 
     async def test_cancel_while_waiting_for_photos_refunds_and_ends(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
@@ -126,8 +137,7 @@ class TestRefundWithoutTheWebhooksDetails:
     async def test_money_with_no_charge_to_refund_is_never_recorded_as_refunded(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
     ) -> None:
-        payment_id = await paid_payment(api, temporal)
-        await eventually(lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None)
+        payment_id, _ = await charged_payment(api, db, temporal)
         async with db.begin() as conn:
             await conn.execute(
                 text("UPDATE payments SET payment_intent_id = NULL, session_id = NULL WHERE id = :id"),
