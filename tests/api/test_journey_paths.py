@@ -69,10 +69,7 @@ class TestCancelBeforeTheModel:
     async def test_cancel_while_waiting_for_photos_refunds_and_ends(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
     ) -> None:
-        payment_id = await paid_payment(api, temporal)
-        row = await eventually(
-            lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None
-        )
+        payment_id, row = await charged_payment(api, db, temporal)
         state = await cancel(temporal, payment_id)
 
         assert (state.stage.value, state.error) == ("cancelled", "Cancelled by operator: customer asked")
@@ -85,10 +82,7 @@ class TestCancelBeforeTheModel:
     async def test_a_cancel_repeated_answers_the_same_and_refunds_once(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
     ) -> None:
-        payment_id = await paid_payment(api, temporal)
-        row = await eventually(
-            lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None
-        )
+        payment_id, row = await charged_payment(api, db, temporal)
         first = await cancel(temporal, payment_id)
         handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
         second = await handle.query(JourneyWorkflow.get_state)
@@ -120,10 +114,7 @@ class TestRefundWithoutTheWebhooksDetails:
     async def test_a_paid_payment_whose_charge_is_not_recorded_is_refunded_through_its_checkout(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
     ) -> None:
-        payment_id = await paid_payment(api, temporal)
-        row = await eventually(
-            lambda: payment_row(db, payment_id), lambda r: r["payment_intent_id"] is not None
-        )
+        payment_id, row = await charged_payment(api, db, temporal)
         async with db.begin() as conn:  # the charge's id never reached us (say, the webhook was cut short)
             await conn.execute(
                 text("UPDATE payments SET payment_intent_id = NULL WHERE id = :id"), {"id": payment_id}
