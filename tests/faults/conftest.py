@@ -1,4 +1,5 @@
-"""Every fault test leaves the shared stack as it found it: all parts running and unfrozen, knobs restored."""
+"""Every fault test leaves the shared stack as it found it: all parts running and unfrozen, knobs restored,
+no answer held."""
 
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ async def heal(stack: Stack, db: AsyncEngine) -> None:
 
 @pytest.fixture(autouse=True)
 async def healthy_stack(stack: Stack, db_engine: AsyncEngine) -> AsyncIterator[None]:
-    """Restore the Replicate sandbox's knobs and every part of the stack after the test, pass or fail."""
+    """Restore the Replicate sandbox's knobs and holds and every part of the stack after the test, pass or fail."""
     async with httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as sandbox:
         knobs = (await sandbox.get("/_sandbox/config")).json()
         try:
             yield
         finally:
+            await sandbox.post("/_sandbox/release")
             await heal(stack, db_engine)
             await sandbox.post("/_sandbox/config", json=knobs)
