@@ -209,6 +209,40 @@ async def request_count(stack: Stack, endpoint: str) -> int:
     return int(endpoints.get(endpoint, {}).get("count", 0))
 
 
+@contextlib.asynccontextmanager
+async def answers_held(stack: Stack, *endpoints: str) -> AsyncIterator[None]:
+    """Replicate performs every call to these endpoints, but their answers wait until the block ends.
+
+    A worker killed while a create is held dies after Replicate created the job and before it heard its id.
+    """
+    async with httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as sandbox:
+        for endpoint in endpoints:
+            (await sandbox.post("/_sandbox/hold", json={"endpoint": endpoint})).raise_for_status()
+        try:
+            yield
+        finally:
+            await release_answers(stack, *endpoints)
+
+
+async def release_answers(stack: Stack, *endpoints: str) -> None:
+    """Send the held answers of these endpoints and hold them no longer."""
+    async with httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as sandbox:
+        for endpoint in endpoints:
+            (await sandbox.post("/_sandbox/release", json={"endpoint": endpoint})).raise_for_status()
+
+
+async def wait_held(stack: Stack, *endpoints: str, within: float = 60) -> None:
+    """Wait until every one of these endpoints has an answer held (its call was performed)."""
+
+    async def waiting() -> dict[str, Any]:
+        held: dict[str, Any] = (await sandbox_get(stack.replicate_url, "/_sandbox/holds"))["endpoints"]
+        return held
+
+    await eventually(
+        waiting, lambda held: all(held.get(e, {}).get("waiting", 0) > 0 for e in endpoints), within=within
+    )
+
+
 async def autocommit(db: AsyncEngine, *statements: str) -> list[Any]:
     """Run statements outside any transaction (ALTER SYSTEM refuses to run inside one); first column of each."""
     results: list[Any] = []
