@@ -1,4 +1,4 @@
-"""Fault-injection tools shared by the fault tests: restart, freeze and watch parts of the stack."""
+"""Fault-injection tools shared by the fault tests: restart, hold and watch parts of the stack."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -53,36 +51,6 @@ async def restart_worker(stack: Stack) -> None:
     """SIGKILL the worker's process group (no graceful shutdown), then start a fresh worker."""
     stack.worker.kill()
     await start_worker(stack)
-
-
-def _group(process: ManagedProcess) -> int | None:
-    proc = process.proc
-    if proc is None or proc.poll() is not None:
-        return None
-    return os.getpgid(proc.pid)
-
-
-def thaw(process: ManagedProcess) -> None:
-    """SIGCONT the process group (harmless when it is not stopped)."""
-    group = _group(process)
-    if group is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGCONT)
-
-
-@contextlib.contextmanager
-def frozen(process: ManagedProcess) -> Iterator[None]:
-    """SIGSTOP a server's whole process group: its port still accepts connections but nothing answers.
-
-    Used to hold an activity inside a call to that server, so the worker can be killed exactly there.
-    """
-    group = _group(process)
-    assert group is not None, f"{process.name} is not running"
-    os.killpg(group, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        thaw(process)
 
 
 async def pending_activities(temporal: Client, workflow_id: str) -> list[PendingActivityInfo]:
