@@ -24,6 +24,8 @@ from ecomdream.devstack.stack import Stack
 from tests.fixtures.stack import eventually
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+# The Replicate sandbox's output downloads (its `replicate.delivery`), as `/_sandbox/hold` names them.
+DOWNLOAD = "GET /files/{name}"
 WORKER_READY_LINE = "worker polling"
 
 

@@ -50,6 +50,7 @@ from tests.api.helpers import payment_row
 from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, info, paid_payment
 from tests.faults.helpers import (
+    DOWNLOAD,
     answers_held,
     assert_still_running,
     commits_held,
@@ -74,7 +75,6 @@ from tests.fixtures.stack import eventually
 
 log = logging.getLogger("tests.faults.worker_crash")
 LONG_WAIT_S = 75
-DOWNLOAD = "GET /files/{name}"
 CREATE_TRAINING = "POST /v1/models/{owner}/{name}/versions/{version_id}/trainings"
 CREATE_PREDICTION = "POST /v1/predictions"
 QUOTA = 100
