@@ -2,7 +2,8 @@
 
 Point the SDK at it with `replicate.Client(api_token="r8_sandbox", base_url="http://127.0.0.1:PORT")`.
 Trainings and predictions advance on a clock, outputs are real files served by the sandbox, webhooks are
-signed like Replicate's (Standard Webhooks), and `/_sandbox/*` lets tests inject faults and inspect traffic.
+signed like Replicate's (Standard Webhooks), and `/_sandbox/*` lets tests inject faults, hold answers and
+inspect traffic.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ecomdream.sandbox.replicate_api import build_router
+from ecomdream.sandbox.replicate_holds import HoldRequest, Holds, ReleaseRequest, ReleasingServer, held_route
 from ecomdream.sandbox.replicate_jobs import Engine
 from ecomdream.sandbox.replicate_state import (
     DEFAULT_API_TOKEN,
@@ -51,8 +53,9 @@ def _problem(
     )
 
 
-def create_app(config: SandboxSettings) -> FastAPI:
-    """The sandbox ASGI app; all state lives in memory inside it."""
+def create_app(config: SandboxSettings, holds: Holds | None = None) -> FastAPI:
+    """The sandbox ASGI app; all state lives in memory inside it (holds: see `replicate_holds`)."""
+    holds = holds or Holds()
     store = Store(config)
     dispatcher = WebhookDispatcher(store, config.webhook_secret)
     engine = Engine(store, dispatcher)
@@ -75,14 +78,16 @@ def create_app(config: SandboxSettings) -> FastAPI:
         # Unknown paths and methods also answer in Replicate's problem shape.
         return _problem(exc.status_code, str(exc.detail))
 
-    app.include_router(build_router(store, engine))
+    holdable = held_route(holds)
+    app.include_router(build_router(store, engine, holdable))
+    delivery = APIRouter(route_class=holdable)
 
     @app.get("/health")
     async def health() -> JSON:
         """Liveness for process supervisors and tests."""
         return {"status": "ok"}
 
-    @app.get("/files/{name}")
+    @delivery.get("/files/{name}")
     async def files(name: str) -> Response:
         """Output images and training weights, as `replicate.delivery` would serve them."""
         with store.lock:
@@ -90,6 +95,8 @@ def create_app(config: SandboxSettings) -> FastAPI:
         if found is None:
             return _problem(404, "Not found.")
         return Response(content=found[0], media_type=found[1])
+
+    app.include_router(delivery)
 
     @app.get("/_sandbox/config")
     async def get_config() -> JSON:
@@ -155,9 +162,30 @@ def create_app(config: SandboxSettings) -> FastAPI:
             store.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         return {"rotated": True}
 
+    @app.get("/_sandbox/holds")
+    async def sandbox_holds() -> JSON:
+        """Held endpoints, with how many answers each keeps back right now (`waiting`)."""
+        return holds.describe()
+
+    @app.post("/_sandbox/hold")
+    async def sandbox_hold(body: HoldRequest) -> JSON:
+        """Hold `endpoint` (a request log key): each later call is performed (a create creates its job), then
+        its answer waits for the release, the client hanging up, or `seconds` (default 300)."""
+        holds.hold(body.endpoint, body.seconds)
+        log.info("sandbox hold: %s", body.endpoint)
+        return holds.describe()
+
+    @app.post("/_sandbox/release")
+    async def sandbox_release(body: ReleaseRequest | None = None) -> JSON:
+        """Send the answers held for `endpoint` and stop holding it; without one, every endpoint."""
+        holds.release(body.endpoint if body else None)
+        log.info("sandbox release: %s", body.endpoint if body and body.endpoint else "every endpoint")
+        return holds.describe()
+
     @app.post("/_sandbox/reset")
     async def sandbox_reset() -> JSON:
-        """Stop jobs and deliveries, forget everything, restore start-up knobs."""
+        """Release held answers, stop jobs and deliveries, forget everything, restore start-up knobs."""
+        holds.release()
         await engine.reset()
         await dispatcher.reset()
         store.reset()
@@ -209,7 +237,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the sandbox until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = parse_args(argv)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    holds = Holds()
+    app = create_app(settings, holds)
+    ReleasingServer(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"), holds
+    ).run()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
+from ecomdream.sandbox.replicate_holds import endpoint_of
 from ecomdream.sandbox.replicate_jobs import Engine
 from ecomdream.sandbox.replicate_state import HARDWARE, JSON, ApiProblem, Job, JobKind, Store
 
@@ -29,12 +31,11 @@ def check_token(store: Store, authorization: str | None) -> None:
         raise ApiProblem(401, "You did not pass a valid authentication token", title="Unauthenticated")
 
 
-def build_router(store: Store, engine: Engine) -> APIRouter:
+def build_router(store: Store, engine: Engine, route_class: type[APIRoute] = APIRoute) -> APIRouter:
     """All API routes; a shared dependency records, delays, authenticates and injects faults first."""
 
     async def gate(request: Request) -> None:
-        route = request.scope.get("route")
-        endpoint = f"{request.method} {getattr(route, 'path', request.url.path)}"
+        endpoint = endpoint_of(request)
         store.record_request(endpoint)
         knobs = store.knobs
         if knobs.latency_ms:
@@ -52,7 +53,7 @@ def build_router(store: Store, engine: Engine) -> APIRouter:
                 )
             raise ApiProblem(status, f"sandbox: injected {status} fault")
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(gate)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(gate)], route_class=route_class)
 
     async def body_of(request: Request) -> JSON:
         try:

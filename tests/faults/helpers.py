@@ -1,4 +1,4 @@
-"""Fault-injection tools shared by the fault tests: restart, freeze and watch parts of the stack."""
+"""Fault-injection tools shared by the fault tests: restart, hold and watch parts of the stack."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,6 +24,8 @@ from ecomdream.devstack.stack import Stack
 from tests.fixtures.stack import eventually
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+# The Replicate sandbox's output downloads (its `replicate.delivery`), as `/_sandbox/hold` names them.
+DOWNLOAD = "GET /files/{name}"
 WORKER_READY_LINE = "worker polling"
 
 
@@ -53,36 +53,6 @@ async def restart_worker(stack: Stack) -> None:
     """SIGKILL the worker's process group (no graceful shutdown), then start a fresh worker."""
     stack.worker.kill()
     await start_worker(stack)
-
-
-def _group(process: ManagedProcess) -> int | None:
-    proc = process.proc
-    if proc is None or proc.poll() is not None:
-        return None
-    return os.getpgid(proc.pid)
-
-
-def thaw(process: ManagedProcess) -> None:
-    """SIGCONT the process group (harmless when it is not stopped)."""
-    group = _group(process)
-    if group is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGCONT)
-
-
-@contextlib.contextmanager
-def frozen(process: ManagedProcess) -> Iterator[None]:
-    """SIGSTOP a server's whole process group: its port still accepts connections but nothing answers.
-
-    Used to hold an activity inside a call to that server, so the worker can be killed exactly there.
-    """
-    group = _group(process)
-    assert group is not None, f"{process.name} is not running"
-    os.killpg(group, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        thaw(process)
 
 
 async def pending_activities(temporal: Client, workflow_id: str) -> list[PendingActivityInfo]:
@@ -213,6 +183,40 @@ async def request_count(stack: Stack, endpoint: str) -> int:
     """How many calls the Replicate sandbox received on one endpoint (`METHOD /v1/route/{template}`)."""
     endpoints: dict[str, Any] = (await sandbox_get(stack.replicate_url, "/_sandbox/requests"))["endpoints"]
     return int(endpoints.get(endpoint, {}).get("count", 0))
+
+
+@contextlib.asynccontextmanager
+async def answers_held(stack: Stack, *endpoints: str) -> AsyncIterator[None]:
+    """Replicate performs every call to these endpoints, but their answers wait until the block ends.
+
+    A worker killed while a create is held dies after Replicate created the job and before it heard its id.
+    """
+    async with httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as sandbox:
+        for endpoint in endpoints:
+            (await sandbox.post("/_sandbox/hold", json={"endpoint": endpoint})).raise_for_status()
+        try:
+            yield
+        finally:
+            await release_answers(stack, *endpoints)
+
+
+async def release_answers(stack: Stack, *endpoints: str) -> None:
+    """Send the held answers of these endpoints and hold them no longer."""
+    async with httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as sandbox:
+        for endpoint in endpoints:
+            (await sandbox.post("/_sandbox/release", json={"endpoint": endpoint})).raise_for_status()
+
+
+async def wait_held(stack: Stack, *endpoints: str, within: float = 60) -> None:
+    """Wait until every one of these endpoints has an answer held (its call was performed)."""
+
+    async def waiting() -> dict[str, Any]:
+        held: dict[str, Any] = (await sandbox_get(stack.replicate_url, "/_sandbox/holds"))["endpoints"]
+        return held
+
+    await eventually(
+        waiting, lambda held: all(held.get(e, {}).get("waiting", 0) > 0 for e in endpoints), within=within
+    )
 
 
 async def autocommit(db: AsyncEngine, *statements: str) -> list[Any]:

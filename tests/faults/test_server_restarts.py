@@ -18,6 +18,8 @@ from tests.api.helpers import journey_state
 from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, info, paid_payment, train
 from tests.faults.helpers import (
+    DOWNLOAD,
+    answers_held,
     find,
     image_count,
     images_recorded_twice,
@@ -136,17 +138,15 @@ async def test_a_journey_resumes_after_temporal_restarts_and_the_api_answers_503
 
 
 async def test_a_prompt_completes_after_postgres_comes_back_and_reads_answer_503_meanwhile(
-    api: httpx.AsyncClient,
-    db: AsyncEngine,
-    temporal: Client,
-    stack: Stack,
-    replicate_knobs: httpx.AsyncClient,
+    api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, stack: Stack
 ) -> None:
     payment_id, version_id = await ready_model(api, temporal)
-    await replicate_knobs.post("/_sandbox/config", json={"prediction_seconds": 14})
     marker = f"pg-outage-{uuid.uuid4().hex[:12]}"
-    accepted = await prompt(api, version_id, prompt=f"fault test {marker}", amount_images=4)
-    assert accepted.status_code == 202, accepted.text
+    # The outputs' downloads are held until Postgres is down: the prompt cannot be recorded before.
+    async with answers_held(stack, DOWNLOAD):
+        accepted = await prompt(api, version_id, prompt=f"fault test {marker}", amount_images=4)
+        assert accepted.status_code == 202, accepted.text
+        stack.postgres.stop()
     prompt_id = str(accepted.json()["prompt_id"])
     prompt_workflow = f"prompt-{prompt_id}"
     reads = [
@@ -157,7 +157,6 @@ async def test_a_prompt_completes_after_postgres_comes_back_and_reads_answer_503
         "/api/v1/payments/plans/list",
     ]
 
-    stack.postgres.stop()
     try:
         answers = {path: (await api.get(path)) for path in reads}
         assert {path: r.status_code for path, r in answers.items()} == dict.fromkeys(reads, 503), {

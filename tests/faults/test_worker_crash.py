@@ -5,16 +5,19 @@ the target activity running; right after the kill the same attempt must still be
 inside it), and once everything finished the activity's recorded attempt must be a retry.
 
 * check_photos, build_training_zip: 20 photos of 2000x2000 make each step last long enough to catch.
-* create_training, create_prediction: the Replicate sandbox answers every API call only after `latency_ms`.
-  While both create POSTs are in flight the worker is frozen (SIGSTOP; its connections stay open), Replicate
-  creates the training and the prediction and answers into the frozen worker, and only then is the worker
-  killed: it dies after Replicate created the jobs and before their ids were stored, so the retried
-  activities have to find those jobs instead of creating second ones.
+* create_training, create_prediction: the Replicate sandbox holds the answers of both create endpoints
+  (`/_sandbox/hold`: it performs the call, then keeps the answer until released). Once both creates are held
+  the worker is killed: it dies after Replicate created the training and the prediction and before their ids
+  were stored, so the retried activities have to find those jobs instead of creating second ones.
 * poll_training, poll_prediction: a long training and a long prediction keep their workflows waiting.
-* copy_images: the S3 server is frozen (SIGSTOP) before the prediction ends, so the copy hangs on its upload.
+* copy_images: the sandbox holds the outputs' downloads, so the copy waits inside its first download.
 * record_prompt_finished: Postgres holds every COMMIT (it waits for a synchronous standby that does not
   exist); the ledger write becomes visible when the hold is released although the dead worker never
   reported it, so the retried activity must neither store the images again nor charge the quota twice.
+  The copy before it is held in its downloads until the COMMITs are held.
+
+Apart from check/zip, whose steps last seconds, no kill point races a clock: each waits, with a deadline, for
+a state that lasts until the test ends it (a held create answer, for up to the SDK's 30 s read timeout).
 
 A kill costs the killed activity its timeout before Temporal retries it (check/zip: 60 s heartbeat;
 create_*: 60 s; copy_images: 120 s, it does not heartbeat; record_*: 30 s), so all kill points share one
@@ -47,32 +50,31 @@ from tests.api.helpers import payment_row
 from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, info, paid_payment
 from tests.faults.helpers import (
-    STARTED,
+    DOWNLOAD,
+    answers_held,
     assert_still_running,
     commits_held,
     commits_waiting,
     find,
-    frozen,
     image_count,
     images_recorded_twice,
     pending_activities,
     pending_children,
     predictions_for,
     prompt_row,
-    request_count,
+    release_answers,
     restart_worker,
     start_worker,
     started_attempts,
     trainings_for,
     wait_activity,
+    wait_held,
 )
 from tests.fixtures.photos import photo, valid_photos
 from tests.fixtures.stack import eventually
 
 log = logging.getLogger("tests.faults.worker_crash")
-LATENCY_MS = 4000
 LONG_WAIT_S = 75
-CREATE_MODEL = "POST /v1/models"
 CREATE_TRAINING = "POST /v1/models/{owner}/{name}/versions/{version_id}/trainings"
 CREATE_PREDICTION = "POST /v1/predictions"
 QUOTA = 100
@@ -235,19 +237,19 @@ async def test_every_journey_completes_once_when_the_worker_dies_in_each_step(
     kills: list[Kill] = []
 
     # Kill 0 — copy_images, first: Temporal retries it only after its 120 s timeout, and everything else
-    # happens meanwhile. S3 is frozen while the prediction runs, so the copy hangs on its first upload.
+    # happens meanwhile. The outputs' downloads are held, so the copy waits inside its first download.
     m_copy = Model(*await ready_model(api, temporal))
-    await configure(replicate_knobs, prediction_seconds=2)
-    p_copy = await start_prompt(api, temporal, m_copy, "copy", 4)
-    await wait_activity(temporal, p_copy.workflow_id, "poll_prediction", started=False)
-    with frozen(stack.s3.process):
-        kill = await catch(temporal, p_copy.workflow_id, "copy_images", within=30)
+    async with answers_held(stack, DOWNLOAD):
+        p_copy = await start_prompt(api, temporal, m_copy, "copy", 4)
+        await wait_held(stack, DOWNLOAD)
+        kill = await catch(temporal, p_copy.workflow_id, "copy_images")
         await kill_worker_inside(stack, temporal, kill)
     kills.append(kill)
     log.info("kill 0: %s of %s", kill.activity, kill.workflow_id)
     await start_worker(stack)
 
-    # Kill 1 — create_training and create_prediction with their POSTs in flight; both waits.
+    # Kill 1 — create_training and create_prediction after Replicate created their jobs, before the worker
+    # read the answers (held), so the retried activities must find those jobs; both waits meanwhile.
     m_wait, m_create = [
         Model(p, v) for p, v in await asyncio.gather(*(ready_model(api, temporal) for _ in range(2)))
     ]
@@ -260,47 +262,25 @@ async def test_every_journey_completes_once_when_the_worker_dies_in_each_step(
     await configure(replicate_knobs, training_seconds=LONG_WAIT_S)
     j_poll = start_training(api, "poll", poll_payment, valid_photos(5))
     await wait_activity(temporal, j_poll.workflow_id, "poll_training", started=False, within=30)
-    await configure(replicate_knobs, training_seconds=1, prediction_seconds=2, latency_ms=LATENCY_MS)
-    models_created = await request_count(stack, CREATE_MODEL)
-    trainings_posted = await request_count(stack, CREATE_TRAINING)
-    j_create = start_training(api, "create", create_payment, valid_photos(5))
-    # create_training lists trainings, looks for its destination model, creates it, then POSTs the training,
-    # each call one latency long; a prediction's POST comes one latency after its list: start the prompt as
-    # the model is created and both POSTs are in flight together.
-    await eventually(lambda: request_count(stack, CREATE_MODEL), lambda n: n > models_created, within=30)
-    predictions_posted = await request_count(stack, CREATE_PREDICTION)
-    p_create = await start_prompt(api, temporal, m_create, "create", 1)
-
-    async def both_posts_in_flight() -> list[Kill] | None:
-        if await request_count(stack, CREATE_TRAINING) <= trainings_posted:
-            return None
-        if await request_count(stack, CREATE_PREDICTION) <= predictions_posted:
-            return None
-        found = []
-        for workflow_id, name in (
-            (j_create.workflow_id, "create_training"),
-            (p_create.workflow_id, "create_prediction"),
-        ):
-            activity = find(await pending_activities(temporal, workflow_id), name)
-            if activity is None or activity.state != STARTED:
-                return None
-            found.append(Kill(workflow_id, activity))
-        return found
-
-    caught = await eventually(both_posts_in_flight, bool, within=30, every=0.05)
-    assert caught is not None
-    # Freeze the worker first: its connections stay open, so Replicate reads both POSTs and creates the
-    # jobs, but the worker never sees the answers — it dies before storing the training/prediction ids.
-    with frozen(stack.worker):
+    await configure(replicate_knobs, training_seconds=1, prediction_seconds=2)
+    async with answers_held(stack, CREATE_TRAINING, CREATE_PREDICTION):
+        j_create = start_training(api, "create", create_payment, valid_photos(5))
+        await wait_held(stack, CREATE_TRAINING)
+        # The held training waits for the prompt's create (the shorter way there): the SDK gives up after 30 s.
+        p_create = await start_prompt(api, temporal, m_create, "create", 1)
+        await wait_held(stack, CREATE_TRAINING, CREATE_PREDICTION, within=25)
+        caught = [
+            await catch(temporal, j_create.workflow_id, "create_training"),
+            await catch(temporal, p_create.workflow_id, "create_prediction"),
+        ]
         create_version = await payment_version(db, create_payment)
-        await eventually(lambda: trainings_for(stack, create_version), bool, within=10)
-        await eventually(lambda: predictions_for(stack, p_create.marker), bool, within=10)
+        assert await trainings_for(stack, create_version), "the held training was not created"
+        assert await predictions_for(stack, p_create.marker), "the held prediction was not created"
         await kill_worker_inside(stack, temporal, *caught)
     kills += caught
     log.info("kill 1: %s", [(k.activity, k.workflow_id) for k in caught])
     assert find(await pending_activities(temporal, j_poll.workflow_id), "poll_training") is not None
     assert find(await pending_activities(temporal, p_wait.workflow_id), "poll_prediction") is not None
-    await configure(replicate_knobs, latency_ms=0)
     await start_worker(stack)
 
     # Kill 2 — check_photos. Each journey is paid after the previous kill, so its tasks go to the live worker.
@@ -322,16 +302,18 @@ async def test_every_journey_completes_once_when_the_worker_dies_in_each_step(
 
     # Kill 4 — record_prompt_finished after its COMMIT, before Temporal hears of it. The model is trained now
     # so that its journey's tasks go to the live worker (a killed worker's sticky queue delays them 10 s).
+    # The copy is held in its downloads until COMMITs are held, so the ledger write cannot slip through first.
     m_record = Model(*await ready_model(api, temporal))
-    await configure(replicate_knobs, prediction_seconds=3)
-    p_record = await start_prompt(api, temporal, m_record, "record", 4)
-    await wait_activity(temporal, p_record.workflow_id, "poll_prediction", started=False, within=30)
-    async with commits_held(db):
-        kill = await catch(temporal, p_record.workflow_id, "record_prompt_finished", within=30)
-        await eventually(lambda: commits_waiting(db, "images"), lambda n: n > 0, within=10)
-        await kill_worker_inside(stack, temporal, kill)
-        kills.append(kill)
-        log.info("kill 4: %s of %s, its COMMIT held", kill.activity, kill.workflow_id)
+    async with answers_held(stack, DOWNLOAD):
+        p_record = await start_prompt(api, temporal, m_record, "record", 4)
+        await wait_held(stack, DOWNLOAD)
+        async with commits_held(db):
+            await release_answers(stack, DOWNLOAD)
+            kill = await catch(temporal, p_record.workflow_id, "record_prompt_finished", within=30)
+            await eventually(lambda: commits_waiting(db, "images"), lambda n: n > 0, within=10)
+            await kill_worker_inside(stack, temporal, kill)
+            kills.append(kill)
+            log.info("kill 4: %s of %s, its COMMIT held", kill.activity, kill.workflow_id)
     committed = await eventually(
         lambda: prompt_row(db, p_record.prompt_id),
         lambda row: row is not None and row["status"] == "succeeded",
@@ -445,7 +427,7 @@ async def test_the_retry_lookup_never_takes_another_prompts_prediction(
 
     def settled_or_retrying(value: tuple[str, PendingActivityInfo | None]) -> bool:
         status, creating = value
-        # "missing": the prompt's workflow has not recorded its row yet.
+        # "missing": the prompt's workflow has not recorded it yet, which is not an outcome.
         return status not in ("running", "missing") or (creating is not None and creating.attempt > 1)
 
     try:

@@ -645,3 +645,89 @@ async def test_durations_from_environment_and_public_url(tmp_path: Path) -> None
         )
         assert prediction.urls is not None
         assert prediction.urls["get"] == f"http://sandbox.example:9/v1/predictions/{prediction.id}"
+
+
+CREATE_PREDICTION = "POST /v1/predictions"
+ACCOUNT = "GET /v1/account"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def hold(control: httpx.AsyncClient, endpoint: str, **options: Any) -> dict[str, Any]:
+    """Hold an endpoint's answers; the held endpoints."""
+    response = await control.post("/_sandbox/hold", json={"endpoint": endpoint, **options})
+    response.raise_for_status()
+    endpoints: dict[str, Any] = response.json()["endpoints"]
+    return endpoints
+
+
+async def held(control: httpx.AsyncClient, endpoint: str, count: int) -> None:
+    """Wait until exactly `count` answers of the endpoint are held."""
+
+    async def check() -> bool:
+        endpoints = (await control.get("/_sandbox/holds")).json()["endpoints"]
+        return bool(endpoints.get(endpoint, {}).get("waiting") == count)
+
+    await until(check, f"{count} held answers of {endpoint}")
+
+
+async def test_a_held_create_is_performed_and_answered_on_release(
+    client: Client, control: httpx.AsyncClient
+) -> None:
+    """A held prediction exists at once; its answer waits for the release, other endpoints answer meanwhile."""
+    model = await client.models.async_get("black-forest-labs/flux-schnell")
+    assert model.latest_version is not None
+    inputs = {"prompt": "held", "width": 8, "height": 8}
+    assert await hold(control, CREATE_PREDICTION) == {CREATE_PREDICTION: {"waiting": 0, "seconds": 300}}
+    create = asyncio.create_task(
+        client.predictions.async_create(version=model.latest_version.id, input=inputs)
+    )
+    await held(control, CREATE_PREDICTION, 1)
+
+    [recorded] = (await control.get("/_sandbox/predictions")).json()["results"]
+    assert (await client.predictions.async_get(recorded["id"])).input == inputs
+    assert not create.done(), "the answer came before the release"
+    released = await control.post("/_sandbox/release", json={"endpoint": CREATE_PREDICTION})
+    assert released.json() == {"endpoints": {}}
+    prediction = await asyncio.wait_for(create, 10)
+    assert prediction.id == recorded["id"]
+    # Released means no longer held: the next create is answered at once.
+    again = client.predictions.async_create(version=model.latest_version.id, input=inputs)
+    assert (await asyncio.wait_for(again, 10)).id != prediction.id
+
+    typo = await control.post("/_sandbox/hold", json={"endpoint": "POST /v1/prediction"})
+    assert typo.status_code == 422
+    assert CREATE_PREDICTION in typo.json()["detail"]
+    assert "GET /files/{name}" in typo.json()["detail"], "output downloads can be held too"
+
+
+async def test_a_held_answer_ends_when_its_client_hangs_up_or_its_time_is_up(
+    sandbox_url: str, control: httpx.AsyncClient
+) -> None:
+    """A caller that gives up frees its held answer; `seconds` bounds how long any answer is held."""
+    await hold(control, ACCOUNT)
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=30) as caller:
+        call = asyncio.create_task(caller.get("/v1/account", headers=AUTH))
+        await held(control, ACCOUNT, 1)
+        call.cancel()
+    await held(control, ACCOUNT, 0)
+
+    await hold(control, ACCOUNT, seconds=0.5)
+    started = time.monotonic()
+    answer = await control.get("/v1/account", headers=AUTH)
+    assert answer.status_code == 200
+    assert time.monotonic() - started >= 0.5
+    assert (await control.post("/_sandbox/release")).json() == {"endpoints": {}}
+
+
+async def test_stopping_the_sandbox_sends_its_held_answers(tmp_path: Path) -> None:
+    """SIGTERM releases held answers, so the sandbox stops at once instead of waiting for them."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        with run_sandbox(tmp_path) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as control:
+                await hold(control, ACCOUNT)
+                call = asyncio.create_task(http.get(f"{url}/v1/account", headers=AUTH))
+                await held(control, ACCOUNT, 1)
+            stopping = time.monotonic()
+        # run_sandbox waits 10 s for the process to exit before it kills it.
+        assert time.monotonic() - stopping < 8, "the sandbox waited for its held answer"
+        assert (await call).status_code == 200
