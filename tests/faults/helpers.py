@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
 from ecomdream.config import SANDBOX_REPLICATE_TOKEN
 from ecomdream.devstack.processes import ManagedProcess, http_ok
@@ -97,16 +97,22 @@ async def assert_still_running(temporal: Client, workflow_id: str, caught: Pendi
     assert now.attempt == caught.attempt, f"{name} of {workflow_id} moved on to another attempt"
 
 
-async def started_attempts(temporal: Client, workflow_id: str, name: str) -> list[int]:
-    """The attempt number recorded for every finished activity of that type, in every run of the workflow
-    (a journey continues as new once its model is ready), oldest run first."""
+async def run_histories(temporal: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """The history of every run of a workflow, oldest first (a journey continues as new once its model is
+    ready, so what happened before is in an earlier run)."""
     runs = sorted(
         [run async for run in temporal.list_workflows(f"WorkflowId = '{workflow_id}'")],
         key=lambda run: run.start_time,
     )
+    return [
+        await temporal.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history() for run in runs
+    ]
+
+
+async def started_attempts(temporal: Client, workflow_id: str, name: str) -> list[int]:
+    """The attempt number recorded for every finished activity of that type, in every run of the workflow."""
     attempts: list[int] = []
-    for run in runs:
-        history = await temporal.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+    for history in await run_histories(temporal, workflow_id):
         scheduled: dict[int, str] = {}
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:

@@ -32,6 +32,7 @@ from tests.faults.helpers import (
     image_count,
     images_recorded_twice,
     predictions_for,
+    run_histories,
     sandbox_get,
     trainings_for,
 )
@@ -108,17 +109,19 @@ async def settled(api: httpx.AsyncClient, version_id: str) -> dict[str, Any]:
 
 
 async def failures_reported(temporal: Client, workflow_id: str) -> list[str]:
-    """The last failure Temporal recorded before each retried attempt of a Replicate activity."""
-    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
-    names: dict[int, str] = {}
+    """The last failure Temporal recorded before each retried attempt of a Replicate activity (every run)."""
     messages = []
-    for event in history.events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attrs = event.activity_task_started_event_attributes
-            if names.get(attrs.scheduled_event_id) in REPLICATE_ACTIVITIES and attrs.HasField("last_failure"):
-                messages.append(f"{names[attrs.scheduled_event_id]}: {attrs.last_failure.message}")
+    for history in await run_histories(temporal, workflow_id):
+        names: dict[int, str] = {}
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                attrs = event.activity_task_started_event_attributes
+                if names.get(attrs.scheduled_event_id) in REPLICATE_ACTIVITIES and attrs.HasField(
+                    "last_failure"
+                ):
+                    messages.append(f"{names[attrs.scheduled_event_id]}: {attrs.last_failure.message}")
     return messages
 
 
