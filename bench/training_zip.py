@@ -1,26 +1,31 @@
-"""Benchmark the training ZIP build: peak memory above baseline stays flat as the photo count grows.
+"""Benchmark the worker's `build_training_zip` activity: peak memory above baseline stays flat as the photo
+count grows; wall time and CPU time of the whole zip (CPU above wall time: the photos used several cores).
 
-Run from the repo root: ``python bench/training_zip.py [--counts 10 20 30] [--part-mib 8]``.
-Each count runs in a fresh child process, so allocator caches from one run cannot flatter the next.
-The child normalises ~8 MB 12 MP photos (shared cache with bench/validate_images.py) straight into
-``iter_zip_parts`` and writes each 8 MiB part to a temp file, as an S3 ``upload_part`` loop would.
-Peak RSS comes from ``getrusage`` (exact high-water mark) and a 2 ms ``/proc/self/statm`` sampler
-(cross-check); Linux only.
+Run from the repo root: ``python bench/training_zip.py [--counts 10 20 30]``. The ~8 MB 12 MP photos (shared
+cache with bench/validate_images.py) are staged once in an S3 of the bench's own (SeaweedFS on a free port,
+another process); each count then runs in a fresh child process, so allocator caches from one run cannot
+flatter the next. The child wires the photo activities as the worker does and runs the activity, which
+fetches, normalises, zips and uploads the parts by multipart upload. Peak RSS of the child comes from
+``getrusage`` (exact high-water mark) and a 2 ms ``/proc/self/statm`` sampler (cross-check); Linux only.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import io
 import json
+import math
 import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import uuid
 import zipfile
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +33,14 @@ if str(REPO_ROOT) not in sys.path:
     # Lets `python bench/training_zip.py` run without the package being installed.
     sys.path.insert(0, str(REPO_ROOT))
 
-from validate_images import ensure_photos  # noqa: E402
+from _photos import ensure_photos, s3_server, stage, staged, worker_images  # noqa: E402
+from temporalio.testing import ActivityEnvironment  # noqa: E402
 
+from ecomdream.contracts.training import ZipRequest  # noqa: E402
 from ecomdream.imaging import normalise_image  # noqa: E402
-from ecomdream.ziputil import iter_zip_parts  # noqa: E402
+from ecomdream.ziputil import DEFAULT_PART_SIZE  # noqa: E402
 
 MB = 1_000_000
-
-
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -69,73 +74,85 @@ class PeakSampler:
         self.peak = max(self.peak, current_rss())
 
 
-def child(count: int, part_size: int) -> dict[str, float]:
-    """Build one archive of ``count`` photos and return the memory and time figures."""
+async def child(count: int, endpoint_url: str) -> dict[str, float]:
+    """Zip the first ``count`` staged photos with the activity and return the memory and time figures."""
     paths = ensure_photos(count)
-    # Touch the decoder and encoder once so their one-off allocations count as baseline, not growth.
-    normalise_image(paths[0])
-    gc.collect()
-    baseline = current_rss()
-    parts = 0
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as sink:
+    async with AsyncExitStack() as stack:
+        images = await worker_images(endpoint_url, stack)
+        request = ZipRequest(version_id=uuid.uuid4(), photos=staged(paths))
+        # Touch the decoder, the encoder and the S3 connection once, so their one-off allocations count as
+        # baseline, not growth.
+        normalise_image(paths[0])
+        await images.storage.exists(request.photos[0].key)
+        gc.collect()
+        baseline = current_rss()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with PeakSampler() as sampler:
-            entries = ((f"{i:02d}.jpg", normalise_image(path)) for i, path in enumerate(paths))
-            for part in iter_zip_parts(entries, part_size):
-                sink.write(part)
-                parts += 1
-        elapsed = time.perf_counter() - started
+            result = await ActivityEnvironment().run(images.build_training_zip, request)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-        size = sink.tell()
-        sink.seek(0)
-        with zipfile.ZipFile(sink) as archive:
-            if archive.testzip() is not None or len(archive.namelist()) != count:
-                raise SystemExit("archive verification failed")
+        archive = await images.storage.get(result.key)
+        await images.storage.delete_prefix(result.key)
+    with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
+        if zipped.testzip() is not None or zipped.namelist() != [f"{i:02d}.jpg" for i in range(count)]:
+            raise SystemExit("archive verification failed")
     return {
         "count": count,
         "baseline_mb": baseline / MB,
         "peak_above_mb": (max(max_rss, sampler.peak) - baseline) / MB,
         "sampled_above_mb": (sampler.peak - baseline) / MB,
         "seconds": elapsed,
-        "zip_mb": size / MB,
-        "parts": parts,
+        "cpu_seconds": cpu,
+        "zip_mb": result.size / MB,
+        "parts": math.ceil(result.size / DEFAULT_PART_SIZE),
         "input_mb": sum(p.stat().st_size for p in paths) / MB,
     }
 
 
+async def stage_photos(endpoint_url: str, count: int) -> None:
+    """Upload the photos once, for every child to read."""
+    async with AsyncExitStack() as stack:
+        images = await worker_images(endpoint_url, stack)
+        await stage(images.storage, ensure_photos(count))
+
+
 def main() -> None:
-    """Run each count in a child process and print the table."""
+    """Stage the photos, run each count in a child process and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--counts", type=int, nargs="+", default=[10, 20, 30], help="photo counts (default 10 20 30)"
     )
-    parser.add_argument("--part-mib", type=int, default=8, help="part size in MiB (default 8)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    part_size = args.part_mib * 1024 * 1024
 
     if args.child is not None:
-        print(json.dumps(child(args.child, part_size)))
+        print(json.dumps(asyncio.run(child(args.child, args.endpoint))))
         return
 
-    ensure_photos(max(args.counts))
-    print(f"part size {args.part_mib} MiB; normalise to 1024 px JPEG q90; parts written to a temp file")
-    print(
-        f"{'photos':>6} {'input MB':>9} {'zip MB':>7} {'parts':>5} {'time s':>7} {'baseline MB':>12} {'peak above baseline MB':>23}"
-    )
-    for count in args.counts:
-        result = subprocess.run(
-            [sys.executable, __file__, "--child", str(count), "--part-mib", str(args.part_mib)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        r = json.loads(result.stdout.strip().splitlines()[-1])
+    with s3_server() as endpoint_url:
+        asyncio.run(stage_photos(endpoint_url, max(args.counts)))
         print(
-            f"{r['count']:>6} {r['input_mb']:>9.0f} {r['zip_mb']:>7.1f} {r['parts']:>5} {r['seconds']:>7.1f} "
-            f"{r['baseline_mb']:>12.0f} {r['peak_above_mb']:>14.1f} (sampled {r['sampled_above_mb']:.1f})",
-            flush=True,
+            f"{os.cpu_count()} CPUs; build_training_zip as the worker runs it: fetch from S3, normalise to "
+            "1024 px JPEG q90, zip, multipart upload"
         )
+        print(
+            f"{'photos':>6} {'input MB':>9} {'zip MB':>7} {'parts':>5} {'time s':>7} {'CPU s':>6} {'baseline MB':>12} "
+            f"{'peak above baseline MB':>23}"
+        )
+        for count in args.counts:
+            result = subprocess.run(
+                [sys.executable, __file__, "--child", str(count), "--endpoint", endpoint_url],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            print(
+                f"{r['count']:>6} {r['input_mb']:>9.0f} {r['zip_mb']:>7.1f} {r['parts']:>5} {r['seconds']:>7.2f} {r['cpu_seconds']:>6.2f} "
+                f"{r['baseline_mb']:>12.0f} {r['peak_above_mb']:>14.1f} (sampled {r['sampled_above_mb']:.1f})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

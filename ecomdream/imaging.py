@@ -24,8 +24,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import IO, Final, TypeAlias
 
 import pillow_heif
@@ -255,30 +254,6 @@ def _check_stream(fp: IO[bytes], *, min_side: int, max_pixels: int) -> str | Non
             im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
         im.load()
     return None
-
-
-def validate_images(
-    files: Sequence[tuple[str, ImageSource]],
-    *,
-    min_side: int = 512,
-    max_pixels: int = 50_000_000,
-    executor: Executor | None = None,
-) -> list[ImageProblem]:
-    """Check every file in parallel; return all problems in input order (empty list if all usable)."""
-    if not files:
-        return []
-
-    def check(item: tuple[str, ImageSource]) -> ImageProblem | None:
-        return check_image(item[0], item[1], min_side=min_side, max_pixels=max_pixels)
-
-    if executor is not None:
-        results = list(executor.map(check, files))
-    else:
-        # Pillow releases the GIL while decoding, so threads really do use every core.
-        workers = max(1, min(len(files), os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check-image") as pool:
-            results = list(pool.map(check, files))
-    return [problem for problem in results if problem is not None]
 
 
 def normalise_image(data: ImageSource, *, max_side: int = 1024, quality: int = 90) -> bytes:

@@ -21,11 +21,8 @@ archives (and parts): a retried upload produces the same ETags.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import zipfile
 from collections import deque
-from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
 from typing import Final
 
 DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
@@ -105,16 +102,6 @@ class StreamingZip:
 
     def add(self, name: str, data: bytes) -> list[bytes]:
         """Append one entry; return the parts completed by it (possibly none)."""
-        self._append(name, data)
-        return self._take()
-
-    def close(self) -> list[bytes]:
-        """Write the central directory and return every remaining part, the last one possibly short."""
-        self._finish()
-        return self._take()
-
-    def _append(self, name: str, data: bytes) -> None:
-        """Write one entry into the archive without collecting parts."""
         if self._closed:
             raise ValueError("cannot add to a closed StreamingZip")
         if name in self._names:
@@ -124,65 +111,18 @@ class StreamingZip:
         info.compress_type = self._compression
         info.external_attr = _FILE_MODE << 16
         self._zip.writestr(info, data, compresslevel=self._compresslevel)
+        return self._take()
 
-    def _finish(self) -> None:
-        """Write the central directory and flush the trailing part into the ready queue."""
-        if self._closed:
-            return
-        self._closed = True
-        self._zip.close()
-        self._sink.close()
+    def close(self) -> list[bytes]:
+        """Write the central directory and return every remaining part, the last one possibly short."""
+        if not self._closed:
+            self._closed = True
+            self._zip.close()
+            self._sink.close()
+        return self._take()
 
     def _take(self) -> list[bytes]:
         """Remove and return all ready parts."""
         parts = list(self._sink.ready)
         self._sink.ready.clear()
         return parts
-
-    def _drain(self) -> Iterator[bytes]:
-        """Yield ready parts one by one, dropping each from the queue before it is yielded."""
-        while self._sink.ready:
-            yield self._sink.ready.popleft()
-
-
-def iter_zip_parts(
-    entries: Iterable[tuple[str, bytes]],
-    part_size: int = DEFAULT_PART_SIZE,
-    *,
-    compression: int = zipfile.ZIP_DEFLATED,
-) -> Iterator[bytes]:
-    """Lazily zip ``entries`` (pulled one at a time, so they may be produced on demand) into parts."""
-    # Validate eagerly: a generator would otherwise defer the ValueError to the first next().
-    archive = StreamingZip(part_size, compression=compression)
-    return _iter_parts(archive, entries)
-
-
-def _iter_parts(archive: StreamingZip, entries: Iterable[tuple[str, bytes]]) -> Generator[bytes, None, None]:
-    """Generator body of ``iter_zip_parts``."""
-    for name, data in entries:
-        archive._append(name, data)
-        yield from archive._drain()
-    archive._finish()
-    yield from archive._drain()
-
-
-async def aiter_zip_parts(
-    entries: Iterable[tuple[str, bytes]],
-    part_size: int = DEFAULT_PART_SIZE,
-    *,
-    compression: int = zipfile.ZIP_DEFLATED,
-) -> AsyncGenerator[bytes, None]:
-    """Async wrapper of ``iter_zip_parts``: entry production and zipping run in a worker thread."""
-    parts = iter_zip_parts(entries, part_size, compression=compression)
-    try:
-        while True:
-            # next() with a default: StopIteration cannot be raised into an asyncio Future.
-            part = await asyncio.to_thread(next, parts, None)
-            if part is None:
-                return
-            yield part
-    finally:
-        # After a cancellation the worker thread may still be inside next(); closing a running
-        # generator raises, so leave that one to the garbage collector once the thread returns.
-        if isinstance(parts, Generator) and inspect.getgeneratorstate(parts) != inspect.GEN_RUNNING:
-            parts.close()

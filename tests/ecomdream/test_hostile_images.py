@@ -20,14 +20,14 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pillow_heif
 import pytest
 from PIL import Image
 
-from ecomdream.imaging import ImageProblem, check_image, validate_images
+from ecomdream.imaging import ImageProblem, check_image
 
 SUPPORTED = "JPEG, PNG, WebP or HEIC"
 UNREADABLE = "is not an image we can read (supported: JPEG, PNG, WebP, HEIC)"
@@ -366,6 +366,12 @@ def expected_problems(cases: tuple[Hostile, ...] | list[Hostile]) -> list[ImageP
     return [ImageProblem(file=c.name, error=c.expected) for c in cases if c.expected is not None]
 
 
+def check_on(pool: Executor, files: list[tuple[str, bytes]]) -> list[ImageProblem]:
+    """Every problem in file order, each file checked on one of pool's threads as the worker checks them."""
+    verdicts = pool.map(lambda file: check_image(*file), files)
+    return [problem for problem in verdicts if problem is not None]
+
+
 def test_corpus_names_are_unique() -> None:
     assert len({c.name for c in CORPUS}) == len(CORPUS)
 
@@ -385,7 +391,7 @@ def test_the_whole_corpus_in_parallel_is_exact_fast_and_memory_bounded() -> None
     watchdog = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchdog")
     try:
         # A hang fails here after 10 s instead of at the suite's 180 s timeout.
-        problems = watchdog.submit(validate_images, files, executor=pool).result(timeout=10)
+        problems = watchdog.submit(check_on, pool, files).result(timeout=10)
     finally:
         watchdog.shutdown(wait=False, cancel_futures=True)
         pool.shutdown(wait=False, cancel_futures=True)
@@ -405,7 +411,7 @@ def test_bombs_never_allocate_what_they_claim() -> None:
     tracemalloc.start()
     try:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="bomb") as pool:
-            problems = validate_images(files, executor=pool)
+            problems = check_on(pool, files)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -417,10 +423,11 @@ def test_repeating_the_corpus_gives_the_same_verdicts_and_does_not_leak() -> Non
     # Three more rounds of the small files: if decoders or buffers leaked per check, the high-water
     # mark would keep climbing with every round; verdicts must not depend on what ran before.
     small = [(c.name, corpus_bytes()[c.name]) for c in CORPUS if not c.bomb]
-    first = validate_images(small)
-    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(3):
-        assert validate_images(small) == first
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="repeat") as pool:
+        first = check_on(pool, small)
+        rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(3):
+            assert check_on(pool, small) == first
     rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
     assert rss_growth_mb < 100, f"peak RSS grew by {rss_growth_mb:.0f} MB over three identical rounds"
 

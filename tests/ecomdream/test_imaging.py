@@ -9,7 +9,6 @@ import io
 import random
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pillow_heif
@@ -22,7 +21,6 @@ from ecomdream.imaging import (
     image_size,
     normalise_image,
     sniff_format,
-    validate_images,
 )
 
 SUPPORTED = "JPEG, PNG, WebP or HEIC"
@@ -453,61 +451,6 @@ def test_problem_renders_as_a_sentence() -> None:
     assert problem is not None
     assert str(problem) == "holiday.jpg is an empty file"
     assert problem.model_dump() == {"file": "holiday.jpg", "error": "is an empty file"}
-
-
-# --- validate_images -------------------------------------------------------------------------
-
-
-def mixed_batch() -> list[tuple[str, bytes]]:
-    """Good and bad files interleaved."""
-    return [
-        ("01.jpg", jpeg()),
-        ("02.jpg", b""),
-        ("03.png", encode(Image.new("RGB", (300, 300)), "PNG")),
-        ("04.webp", encode(noise((600, 600)), "WEBP")),
-        ("05.gif", encode(Image.new("RGB", (600, 600)), "GIF")),
-        ("06.jpg", jpeg()[:5000]),
-        ("07.jpg", jpeg((800, 500), orientation=6)),
-    ]
-
-
-EXPECTED_BATCH_PROBLEMS = [
-    ImageProblem(file="02.jpg", error="is an empty file"),
-    ImageProblem(file="03.png", error="is 300×300 pixels; photos must be at least 512×512"),
-    ImageProblem(file="05.gif", error=f"is a GIF; please upload {SUPPORTED}"),
-    ImageProblem(file="06.jpg", error=CORRUPT),
-    ImageProblem(file="07.jpg", error="is 500×800 pixels; photos must be at least 512×512"),
-]
-
-
-def test_validate_images_reports_every_problem_in_input_order() -> None:
-    assert validate_images(mixed_batch(), min_side=512, max_pixels=50_000_000) == EXPECTED_BATCH_PROBLEMS
-
-
-def test_validate_images_with_callers_executor_and_paths(tmp_path: Path) -> None:
-    files: list[tuple[str, Path]] = []
-    for name, data in mixed_batch():
-        path = tmp_path / name
-        path.write_bytes(data)
-        files.append((name, path))
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        assert (
-            validate_images(files, min_side=512, max_pixels=50_000_000, executor=pool)
-            == EXPECTED_BATCH_PROBLEMS
-        )
-
-
-def test_validate_images_all_good_and_empty() -> None:
-    assert (
-        validate_images([(f"{i}.jpg", jpeg(seed_size(i))) for i in range(4)], min_side=512, max_pixels=10**7)
-        == []
-    )
-    assert validate_images([], min_side=512, max_pixels=10**7) == []
-
-
-def seed_size(i: int) -> tuple[int, int]:
-    """Slightly different sizes so the batch is not four identical files."""
-    return 512 + i * 10, 600
 
 
 # --- normalise_image / image_size ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for ecomdream.ziputil: exact part sizes, valid archives, laziness, asyncio driving."""
+"""Tests for ecomdream.ziputil: exact part sizes, valid archives, bounded buffering, determinism."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import random
 import shutil
 import subprocess
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from ecomdream.imaging import normalise_image
-from ecomdream.ziputil import DEFAULT_PART_SIZE, StreamingZip, aiter_zip_parts, iter_zip_parts
+from ecomdream.ziputil import DEFAULT_PART_SIZE, StreamingZip
 
 PART = 64 * 1024
 
@@ -34,6 +34,15 @@ def entries() -> list[tuple[str, bytes]]:
     return [(f"{i:02d}.jpg", normalise_image(photo(i), max_side=512)) for i in range(12)]
 
 
+def zip_parts(
+    entries: Sequence[tuple[str, bytes]], part_size: int, compression: int = zipfile.ZIP_DEFLATED
+) -> list[bytes]:
+    """Every part of an archive of entries, in the order the training zip's upload sends them."""
+    archive = StreamingZip(part_size, compression=compression)
+    parts = [part for name, content in entries for part in archive.add(name, content)]
+    return parts + archive.close()
+
+
 def check_parts(parts: list[bytes], part_size: int) -> None:
     """Every part but the last is exactly part_size; the last is non-empty and not larger."""
     assert parts
@@ -51,8 +60,8 @@ def check_archive(data: bytes, entries: list[tuple[str, bytes]]) -> zipfile.ZipF
     return archive
 
 
-def test_iter_zip_parts_emits_exact_parts_and_a_valid_archive(entries: list[tuple[str, bytes]]) -> None:
-    parts = list(iter_zip_parts(entries, PART))
+def test_parts_are_exact_and_make_a_valid_archive(entries: list[tuple[str, bytes]]) -> None:
+    parts = zip_parts(entries, PART)
     total = sum(len(content) for _, content in entries)
     assert total > 4 * PART  # the test really spans many parts
     check_parts(parts, PART)
@@ -64,13 +73,13 @@ def test_iter_zip_parts_emits_exact_parts_and_a_valid_archive(entries: list[tupl
 
 
 def test_stored_archive_is_valid_too(entries: list[tuple[str, bytes]]) -> None:
-    parts = list(iter_zip_parts(entries, PART, compression=zipfile.ZIP_STORED))
+    parts = zip_parts(entries, PART, compression=zipfile.ZIP_STORED)
     check_parts(parts, PART)
     archive = check_archive(b"".join(parts), entries)
     assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
-def test_sync_api_matches_the_iterator_byte_for_byte(entries: list[tuple[str, bytes]]) -> None:
+def test_bytes_written_counts_every_part_and_close_is_idempotent(entries: list[tuple[str, bytes]]) -> None:
     archive = StreamingZip(PART)
     parts: list[bytes] = []
     for name, content in entries:
@@ -78,8 +87,7 @@ def test_sync_api_matches_the_iterator_byte_for_byte(entries: list[tuple[str, by
     parts.extend(archive.close())
     check_parts(parts, PART)
     assert archive.bytes_written == sum(map(len, parts))
-    assert parts == list(iter_zip_parts(entries, PART))
-    assert archive.close() == []  # idempotent
+    assert archive.close() == []
 
 
 def test_add_returns_parts_as_soon_as_they_are_complete() -> None:
@@ -96,33 +104,16 @@ def test_add_returns_parts_as_soon_as_they_are_complete() -> None:
 def test_archive_is_deterministic_and_exact_multiple_has_no_empty_part(
     entries: list[tuple[str, bytes]],
 ) -> None:
-    whole = b"".join(iter_zip_parts(entries[:3], DEFAULT_PART_SIZE))
-    assert b"".join(iter_zip_parts(entries[:3], PART)) == whole
+    whole = b"".join(zip_parts(entries[:3], DEFAULT_PART_SIZE))
+    assert b"".join(zip_parts(entries[:3], PART)) == whole
     # A part size that divides the archive exactly: no trailing empty part (S3 would reject it).
-    assert list(iter_zip_parts(entries[:3], len(whole))) == [whole]
+    assert zip_parts(entries[:3], len(whole)) == [whole]
 
 
 def test_empty_archive_is_one_short_part() -> None:
-    parts = list(iter_zip_parts([], PART))
+    parts = zip_parts([], PART)
     assert len(parts) == 1
     assert zipfile.ZipFile(io.BytesIO(parts[0])).namelist() == []
-
-
-def test_entries_are_pulled_lazily(entries: list[tuple[str, bytes]]) -> None:
-    pulled: list[str] = []
-
-    def produce() -> Iterator[tuple[str, bytes]]:
-        for name, content in entries:
-            pulled.append(name)
-            yield name, content
-
-    parts = iter_zip_parts(produce(), 1024)
-    first = next(parts)
-    assert len(first) == 1024
-    assert pulled == ["00.jpg"]  # only one entry in memory when the first part is handed out
-    rest = list(parts)
-    assert pulled == [name for name, _ in entries]
-    check_archive(first + b"".join(rest), entries)
 
 
 def test_buffer_holds_at_most_one_partial_part() -> None:
@@ -139,7 +130,7 @@ def test_buffer_holds_at_most_one_partial_part() -> None:
 
 def test_rejects_bad_use() -> None:
     with pytest.raises(ValueError, match="part_size"):
-        iter_zip_parts([], 0)
+        StreamingZip(0)
     archive = StreamingZip(PART)
     archive.add("a.jpg", b"1")
     with pytest.raises(ValueError, match="duplicate"):
@@ -152,19 +143,7 @@ def test_rejects_bad_use() -> None:
 @pytest.mark.skipif(shutil.which("unzip") is None, reason="Info-ZIP unzip not installed")
 def test_info_zip_accepts_the_archive(entries: list[tuple[str, bytes]], tmp_path: Path) -> None:
     path = tmp_path / "training.zip"
-    path.write_bytes(b"".join(iter_zip_parts(entries, PART)))
+    path.write_bytes(b"".join(zip_parts(entries, PART)))
     result = subprocess.run(["unzip", "-t", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No errors detected" in result.stdout
-
-
-async def test_aiter_zip_parts_matches_sync(entries: list[tuple[str, bytes]]) -> None:
-    parts = [part async for part in aiter_zip_parts(iter(entries), PART)]
-    assert parts == list(iter_zip_parts(entries, PART))
-
-
-async def test_aiter_zip_parts_can_stop_early(entries: list[tuple[str, bytes]]) -> None:
-    stream = aiter_zip_parts(entries, PART)
-    first = await anext(stream)
-    assert len(first) == PART
-    await stream.aclose()  # e.g. the upload failed: the worker-side generator is closed cleanly
