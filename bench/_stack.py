@@ -30,9 +30,11 @@ from temporalio.client import Client
 
 from ecomdream.config import Settings
 from ecomdream.contracts import REPLICATE_TASK_QUEUE, journey_id
+from ecomdream.contracts.payment import JourneyState
 from ecomdream.contracts.search import JOURNEY_STAGE
 from ecomdream.devstack.processes import ManagedProcess
 from ecomdream.devstack.stack import Stack, StackPorts
+from workflows.journey import JourneyWorkflow
 
 T = TypeVar("T")
 
@@ -311,9 +313,15 @@ async def journey_stage(temporal: Client, payment_id: str) -> str | None:
     return described.typed_search_attributes.get(JOURNEY_STAGE)
 
 
+async def journey_state(temporal: Client, payment_id: str) -> JourneyState:
+    """The journey's own view of itself (a query: answered by a worker)."""
+    handle = temporal.get_workflow_handle_for(JourneyWorkflow.run, journey_id(payment_id))
+    return await handle.query(JourneyWorkflow.get_state)
+
+
 async def wait_stage(temporal: Client, payment_id: str, stage: str, within: float) -> float:
     """Wait until the journey is at `stage` (failing early if it ended elsewhere); returns when seen."""
-    ended = {"expired", "payment_failed", "failed"} - {stage}
+    ended = {"checkout_failed", "expired", "payment_failed", "failed", "cancelled"} - {stage}
 
     def reached(value: str | None) -> bool:
         if value in ended:

@@ -46,6 +46,7 @@ from _stack import (  # noqa: E402
     fast_sandbox_env,
     fmt_ms,
     generate,
+    journey_state,
     log_tails,
     open_checkout,
     percentile,
@@ -77,6 +78,7 @@ class Timings:
     pay_request: float
     to_paid: float
     upload: float
+    to_submitted: float
     to_ready: float
     prompt: float
     prompt_202: bool
@@ -119,14 +121,19 @@ async def journey(run: Run, index: int) -> Timings:
         paid = await wait_stage(run.temporal, payment_id, "paid", PAID_TIMEOUT_S)
         upload_start = time.perf_counter()
         version_id = await train(run.api, payment_id, run.photos)
-        submitted = time.perf_counter()
+        accepted, accepted_wall = time.perf_counter(), time.time()
         ready = await wait_ready(run.api, version_id, run.timeout)
+        # When the journey submitted the training (its own clock, the same machine's wall clock).
+        started_at = (await journey_state(run.temporal, payment_id)).training_started_at
+        assert started_at is not None
+        submitted = accepted + (started_at.timestamp() - accepted_wall)
         result = await generate(run.api, version_id, f"journey {index} on a beach at sunset", run.timeout)
         return Timings(
             create=created - start,
             pay_request=pay_end - pay_start,
             to_paid=paid - pay_start,
-            upload=submitted - upload_start,
+            upload=accepted - upload_start,
+            to_submitted=submitted - accepted,
             to_ready=ready - submitted,
             prompt=result.finished - result.started,
             prompt_202=result.accepted_later,
@@ -183,19 +190,20 @@ Replicate API latency {sandbox["latency_ms"]} ms, no faults; Replicate calls hel
 stages (per journey, client-side clock):
   create payment     POST /payments/create latency (DB insert, Stripe sandbox session, start JourneyWorkflow)
   pay -> paid        from POSTing the checkout form until the journey's JourneyStage is "paid" (Temporal describe)
-  upload -> submitted  POST /versions/train latency: multipart parse, S3 staging, the `train` update
-                     (photo check, version row, zip, create_training on the rate-limited Replicate queue)
-  submitted -> ready from that response until GET /versions/info says "ready"
+  upload -> accepted  POST /versions/train latency: multipart parse, S3 staging, the `train` update
+                     (photo check, version row); it answers before the zip and the submission
+  accepted -> submitted  from that answer until the journey submitted the training (its training_started_at):
+                     the training zip (photos normalised in parallel) and create_training on the Replicate queue
+  submitted -> ready from the submission until GET /versions/info says "ready"
   info ready -> prompt accepted  while POST /prompts/create still answers 409 "Please wait for your model to
                      be ready" although /versions/info says ready (retried every {POLL_MIN_S * 1000:.0f} ms; 0 if accepted at once)
   prompt -> images   POST /prompts/create latency until 201 with images (a 202 is followed until succeeded)
 Temporal overhead = stage time - time the sandbox itself spent in the stage:
   pay -> paid: minus the checkout POST latency (the Stripe sandbox completing the session); the rest is
     webhook delivery, signature check, signal, workflow task, ledger activity and the stage change.
-  upload -> submitted: minus Replicate API latency x calls = 0 (latency knob 0 ms); the rest includes the
-    photo/zip/S3 work of the activities, not only Temporal.
-  submitted -> ready: minus the configured sandbox training seconds (the sandbox's clock starts inside the
-    train request, so with a near-zero training this can come out slightly negative).
+  upload -> accepted, accepted -> submitted: minus Replicate API latency x calls = 0 (latency knob 0 ms); the
+    rest includes the photo/zip/S3 work of the activities, not only Temporal.
+  submitted -> ready: minus the configured sandbox training seconds.
   prompt -> images: minus the configured sandbox prediction seconds.
 "waits" are polled: interval = {POLL_FRACTION:.0%} of the time already waited, clamped to \
 {POLL_MIN_S * 1000:.0f}-{POLL_MAX_S * 1000:.0f} ms, so those stage ends are seen up to that late."""
@@ -206,7 +214,8 @@ def stage_rows(timings: Sequence[Timings], args: argparse.Namespace) -> list[lis
     stages: list[tuple[str, Callable[[Timings], float], Callable[[Timings], float] | None]] = [
         ("create payment", lambda t: t.create, None),
         ("pay -> paid", lambda t: t.to_paid, lambda t: t.to_paid - t.pay_request),
-        ("upload -> training submitted", lambda t: t.upload, lambda t: t.upload),
+        ("upload -> photos accepted", lambda t: t.upload, lambda t: t.upload),
+        ("accepted -> training submitted", lambda t: t.to_submitted, lambda t: t.to_submitted),
         (
             "training submitted -> ready",
             lambda t: t.to_ready,
