@@ -19,16 +19,6 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
-def image_prefix(version_id: object, prompt_id: object) -> str:
-    """Where a prompt's generated images live in our bucket."""
-    return f"images/{version_id}/{prompt_id}/"
-
-
-def image_key(version_id: object, prompt_id: object, position: int, ext: str) -> str:
-    """Where a generated image lives in our bucket."""
-    return f"{image_prefix(version_id, prompt_id)}{position}.{ext}"
-
-
 def _last_attempt() -> bool:
     """Whether a failure now is the activity's last (no retry will copy the images again)."""
     info = activity.info()
@@ -63,7 +53,7 @@ class PromptActivities:
         if not ext or len(data) > MAX_IMAGE_BYTES:
             raise ApplicationError(f"output {position} is not an image", type="BadOutput", non_retryable=True)
         width, height = await asyncio.to_thread(imaging.image_size, data)
-        key = image_key(copy.version_id, copy.prompt_id, position, ext)
+        key = f"{copy.keys[position]}.{ext}"
         await self.storage.put(key, data, content_type)
         return CopiedImage(position=position, key=key, width=width, height=height)
 
@@ -80,7 +70,8 @@ class PromptActivities:
         errors = [r for r in results if isinstance(r, BaseException)]
         final = [e for e in errors if isinstance(e, ApplicationError) and e.non_retryable]
         if final or (errors and _last_attempt()):
-            await self.storage.delete_prefix(image_prefix(copy.version_id, copy.prompt_id))
+            for key in copy.keys:
+                await self.storage.delete_prefix(key)
         if errors:
             raise (final or errors)[0]
         return [r for r in results if isinstance(r, CopiedImage)]

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from prometheus_client import start_http_server
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.guards import Limits
+from api.idempotency import Idempotency
 from api.journeys import Journeys
 from api.limits import BodyLimit
 from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
@@ -32,13 +34,16 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
     # Lazy: the API starts (and /ready says why) even while Temporal is still coming up.
     temporal = await connect_from_settings(settings, lazy=True)
     storage = await Storage.from_settings(settings, stack)
+    sessionmaker = create_sessionmaker(engine)
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         read_sessionmaker=create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
         temporal=temporal,
         journeys=Journeys(temporal, settings.temporal_task_queue, settings.journey_prompts_per_run),
+        limits=Limits(settings),
+        idempotency=Idempotency(sessionmaker),
         storage=storage,
         stripe=create_stripe_client(settings, stack),
         replicate=create_replicate_client(settings, stack=stack),

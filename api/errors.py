@@ -34,11 +34,38 @@ class ErrorPublic(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorPublic, "description": "The request is malformed; the message names the field"}
 }
+# Customer routes: who is asking (declared per route, so the OpenAPI document shows them where they apply).
+AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorPublic, "description": "No access token (`Authorization: Bearer <access_token>`)"},
+    404: {
+        "model": ErrorPublic,
+        "description": "Unknown id, or one the token does not open (the same answer)",
+    },
+    429: {"model": ErrorPublic, "description": "Too many wrong tokens from this address; see `Retry-After`"},
+}
+WRITE_RESPONSES: dict[int | str, dict[str, object]] = {
+    **AUTH_RESPONSES,
+    403: {"model": ErrorPublic, "description": "A share link only reads; writes need the owner's token"},
+}
+# Paid writes that take an `Idempotency-Key`.
+KEYED_RESPONSES: dict[int | str, dict[str, object]] = {
+    409: {
+        "model": ErrorPublic,
+        "description": "Busy, or a request with this Idempotency-Key is still running",
+    },
+    422: {
+        "model": ErrorPublic,
+        "description": "Malformed, or the Idempotency-Key was used for another request",
+    },
+    429: {"model": ErrorPublic, "description": "A limit of this address was reached; see `Retry-After`"},
+}
 
 
-def error_response(status: int, message: str, **extra: object) -> JSONResponse:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
     """The error body every endpoint uses."""
-    return JSONResponse({"code": status, "message": message, **extra}, status_code=status)
+    return JSONResponse({"code": status, "message": message, **extra}, status_code=status, headers=headers)
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -62,7 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EcomdreamError)
     async def domain_error(_: Request, exc: EcomdreamError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, **exc.extra)
+        return error_response(exc.status_code, exc.message, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

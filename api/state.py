@@ -9,6 +9,8 @@ from replicate.client import Client as ReplicateClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.guards import Limits
+from api.idempotency import Idempotency
 from api.journeys import Journeys
 from ecomdream.clients.storage import Storage
 from ecomdream.config import Settings
@@ -25,6 +27,8 @@ class AppState:
     read_sessionmaker: SessionMaker
     temporal: Client
     journeys: Journeys
+    limits: Limits
+    idempotency: Idempotency
     storage: Storage
     stripe: stripe.StripeClient
     replicate: ReplicateClient

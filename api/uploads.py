@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -80,6 +81,16 @@ class ParsedUpload:
     """The files of one request, spooled to temporary files; close() releases them."""
 
     files: list[UploadFile] = field(default_factory=list)
+
+    async def fingerprint(self) -> str:
+        """A digest of every file's name and content, in order (an idempotent retry must send the same)."""
+        whole = hashlib.sha256()
+        for upload in self.files:
+            whole.update(f"{upload.filename}\0{upload.size}\0".encode())
+            await upload.seek(0)
+            while chunk := await upload.read(1024 * 1024):
+                whole.update(chunk)
+        return whole.hexdigest()
 
     async def close(self) -> None:
         """Release the temporary files."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
+from limits import parse
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -138,6 +140,49 @@ class Settings(BaseSettings):
     photo_min_side: int = 512
     photo_max_megapixels: float = 50.0
     photo_max_side: int = 1024
+
+    checkout_rate_limit: str = Field(
+        default="10/minute",
+        description="Checkouts one client address may open (the `limits` format: N/second|minute|hour|day)",
+    )
+    failed_token_rate_limit: str = Field(
+        default="30/minute",
+        description="Requests with a wrong access token one client address may make before it gets 429",
+    )
+    uploads_in_flight: int = Field(
+        default=2, ge=1, description="Photo uploads one client address may have in flight at once"
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated addresses or networks of the proxies in front of the API; only their "
+            "X-Forwarded-For is believed"
+        ),
+    )
+    image_url_minutes: int = Field(
+        default=60, ge=5, le=7 * 24 * 60, description="How long a presigned image URL handed out stays valid"
+    )
+
+    @model_validator(mode="after")
+    def _limits_parse(self) -> Self:
+        """A limit that does not parse would otherwise fail at the first request, not at start."""
+        for name in ("checkout_rate_limit", "failed_token_rate_limit"):
+            try:
+                parse(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"ECOMDREAM_{name.upper()} is not a rate like 10/minute") from exc
+        for network in self.trusted_proxy_networks_text():
+            try:
+                ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"ECOMDREAM_TRUSTED_PROXIES: {network!r} is not an address or network"
+                ) from exc
+        return self
+
+    def trusted_proxy_networks_text(self) -> list[str]:
+        """The configured proxies, one entry each."""
+        return [entry.strip() for entry in self.trusted_proxies.split(",") if entry.strip()]
 
     @model_validator(mode="after")
     def _live_is_complete(self) -> Self:

@@ -11,10 +11,13 @@ class EcomdreamError(Exception):
 
     status_code: ClassVar[int] = 500
 
-    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 class InvalidRequest(EcomdreamError):
@@ -31,6 +34,15 @@ class Unpaid(EcomdreamError):
     """The action needs a completed payment, or more images than the quota has left."""
 
     status_code = 402
+
+
+class NotAuthenticated(EcomdreamError):
+    """No usable access token was sent."""
+
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="ecomdream"'})
 
 
 class NotAllowed(EcomdreamError):
@@ -61,6 +73,15 @@ class TooLarge(EcomdreamError):
     """An upload or a body exceeds a size limit."""
 
     status_code = 413
+
+
+class TooManyRequests(EcomdreamError):
+    """A limit of this client's was reached; `Retry-After` says when to try again."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(retry_after, 1))})
 
 
 class ProviderFailed(EcomdreamError):

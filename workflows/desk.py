@@ -8,7 +8,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts import prompt_workflow_id
-    from ecomdream.contracts.payment import JourneyStage
+    from ecomdream.contracts.payment import JourneyStage, ServedPrompt
     from ecomdream.contracts.prompt import PromptInput, PromptOutcome, PromptRequest
     from ecomdream.contracts.refusals import Refusal, refuse
     from ecomdream.contracts.search import PAYMENT_ID, VERSION_ID
@@ -16,6 +16,9 @@ with workflow.unsafe.imports_passed_through():
 from workflows import metrics
 from workflows.prompt import PromptWorkflow
 from workflows.record import JourneyRecord
+
+# Prompts remembered for idempotent retries (a retry comes within minutes; this is hours of prompts).
+SERVED_KEPT = 100
 
 
 class PromptDesk:
@@ -27,8 +30,14 @@ class PromptDesk:
         self.busy = False
         self.served_this_run = 0
 
+    def served(self, request: PromptRequest) -> ServedPrompt | None:
+        """The answer already given to this prompt (a retried request), if any."""
+        return next((p for p in self.record.state.served_prompts if p.prompt_id == request.prompt_id), None)
+
     def refusal(self, request: PromptRequest) -> None:
         """The per-version lock and the quota: one prompt at a time, never more images than are left."""
+        if self.served(request) is not None:
+            return
         stage = self.record.state.stage
         if stage in (JourneyStage.FAILED, JourneyStage.CANCELLED, JourneyStage.AWAITING_RETRY):
             raise refuse(Refusal.MODEL_FAILED, "This model failed to train and cannot generate images")
@@ -47,6 +56,11 @@ class PromptDesk:
 
     async def serve(self, request: PromptRequest) -> PromptOutcome:
         """Generate in a child workflow; only images actually delivered are charged to the quota."""
+        served = self.served(request)
+        if served is not None:
+            return PromptOutcome(
+                prompt_id=served.prompt_id, status=served.status, images=served.images, error=served.error
+            )
         self.busy = True
         try:
             state = self.record.state
@@ -76,9 +90,13 @@ class PromptDesk:
             )
             metrics.prompt(outcome.status, outcome.images)
             self.served_this_run += 1
+            answer = ServedPrompt(
+                prompt_id=outcome.prompt_id, status=outcome.status, images=outcome.images, error=outcome.error
+            )
             self.record.update(
                 images_generated=self.record.state.images_generated + outcome.images,
                 prompts_served=self.record.state.prompts_served + 1,
+                served_prompts=(*self.record.state.served_prompts, answer)[-SERVED_KEPT:],
             )
             return outcome
         finally:

@@ -72,7 +72,12 @@ class PromptWorkflow:
                 )
             copied = await workflow.execute_activity_method(
                 PromptActivities.copy_images,
-                ImageCopy(prompt_id=prompt.prompt_id, version_id=prompt.version_id, urls=status.output),
+                ImageCopy(
+                    prompt_id=prompt.prompt_id,
+                    version_id=prompt.version_id,
+                    urls=status.output,
+                    keys=tuple(f"images/{workflow.uuid4().hex}" for _ in status.output),
+                ),
                 start_to_close_timeout=COPY_TIMEOUT,
                 retry_policy=COPY_RETRY,
                 summary=f"copy {len(status.output)} image(s) to our bucket",

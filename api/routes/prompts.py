@@ -11,11 +11,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 
+from api.access import CallerDep, version_of
 from api.deps import ReadSessionDep, StateDep
+from api.errors import AUTH_RESPONSES, KEYED_RESPONSES, WRITE_RESPONSES
+from api.idempotency import Answer, Claim, idempotency_key, once, request_hash
 from api.journeys import PromptQueued, refused
 from api.schemas.prompts import (
     ImagePublic,
@@ -30,13 +33,15 @@ from api.state import AppState
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import PromptRequest, PromptSpec
 from ecomdream.db.session import transaction
-from ecomdream.errors import InvalidRequest, NoLongerAvailable, NotFound, ProviderFailed
+from ecomdream.errors import InvalidRequest, NoLongerAvailable, ProviderFailed
 from ecomdream.models import Version
 from ecomdream.repositories.prompts import PromptRepository
 from ecomdream.repositories.versions import VersionRepository
 
 log = logging.getLogger("ecomdream.api.prompts")
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
+# Prompt ids of keyed requests derive from the key (see `create_prompt`).
+KEYED_PROMPTS = uuid.UUID("c4a1e7d2-8b3f-4e6a-9c05-1f2d3b4a5e6c")
 
 
 def with_trigger(version: Version, text: str) -> str:
@@ -47,15 +52,6 @@ def with_trigger(version: Version, text: str) -> str:
     if not re.search(rf"\b{re.escape(version.class_name)}\b", text, flags=re.IGNORECASE):
         parts.append(version.class_name)
     return f"{' '.join(parts)}, {text}" if parts else text
-
-
-def _existing(version: Version | None) -> Version:
-    """The model exists; whether it can generate now is the journey's to say (its validator)."""
-    if version is None:
-        raise NotFound("Invalid version id")
-    if version.deleted_at is not None:
-        raise NoLongerAvailable("Your model has been deleted")
-    return version
 
 
 async def _public(storage: Storage, row: dict[str, Any]) -> PromptPublic:
@@ -94,16 +90,40 @@ QUEUED = "Your request is queued and will start shortly; its images will appear 
     "/create/{version_id}",
     status_code=201,
     response_model=PromptCreated,
-    responses={202: {"model": PromptAccepted}, 402: {}, 404: {}, 409: {}, 410: {}, 502: {}},
+    responses={
+        **WRITE_RESPONSES,
+        **KEYED_RESPONSES,
+        202: {"model": PromptAccepted},
+        402: {},
+        410: {},
+        502: {},
+    },
 )
 async def create_prompt(
-    version_id: uuid.UUID, body: PromptCreate, state: StateDep
-) -> PromptCreated | JSONResponse:
+    version_id: uuid.UUID, body: PromptCreate, request: Request, state: StateDep, caller: CallerDep
+) -> JSONResponse:
     """Generate images; waits for them up to a limit, then answers 202 and the work continues."""
+    async with state.read_sessionmaker() as session:
+        version, access = await version_of(session, caller, version_id)
+    caller.owner_only(access)
+    if version.deleted_at is not None:
+        raise NoLongerAvailable("Your model has been deleted")
+    key = idempotency_key(request)
+    claim: Claim | None = None
+    if key is not None:
+        asked = request_hash("prompt", str(version_id), body.model_dump(mode="json"))
+        claimed = await state.idempotency.claim(caller.token_digest, key, asked)
+        if isinstance(claimed, JSONResponse):
+            return claimed
+        claim = claimed
+    # A keyed prompt's id derives from the key: its update and its workflow are the same on every retry,
+    # and the journey remembers recent prompts across runs, so a retry never generates (or charges) twice.
+    prompt_id = uuid.uuid5(KEYED_PROMPTS, f"{caller.token_digest}:{key}") if key else uuid.uuid4()
+    return await once(state.idempotency, claim, lambda: _generate(state, version, prompt_id, body))
+
+
+async def _generate(state: AppState, version: Version, prompt_id: uuid.UUID, body: PromptCreate) -> Answer:
     settings = state.settings
-    async with transaction(state.sessionmaker) as session:
-        version = _existing(await VersionRepository(session).get(version_id))
-    prompt_id = uuid.uuid4()
     spec = PromptSpec(
         prompt=with_trigger(version, body.prompt),
         negative_prompt=body.negative_prompt,
@@ -128,9 +148,7 @@ async def create_prompt(
     except PromptQueued:
         # Temporal holds the request and hands it to the journey when a worker is back; there is no
         # taking it back, so "retry" would generate (and charge) twice. Say where the result will be.
-        return JSONResponse(
-            PromptAccepted(prompt_id=prompt_id, message=QUEUED).model_dump(mode="json"), status_code=202
-        )
+        return 202, PromptAccepted(prompt_id=prompt_id, message=QUEUED).model_dump(mode="json")
     try:
         async with asyncio.timeout(settings.prompt_wait_seconds):
             outcome = await update.result()
@@ -140,35 +158,36 @@ async def create_prompt(
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         # Accepted and still running: the images will appear in the list when done. The prompt's own
         # workflow records it too, but a busy worker may not have yet; the customer can look it up now.
-        return await _still_running(state, prompt_id, version_id, spec)
+        return await _still_running(state, prompt_id, version.id, spec)
     except Exception:
         # Accepted, so it runs and is charged whatever happens here: never tell the customer to retry.
         log.warning("lost sight of accepted prompt %s", prompt_id, exc_info=True)
-        return await _still_running(state, prompt_id, version_id, spec)
+        return await _still_running(state, prompt_id, version.id, spec)
     if outcome.status != "succeeded":
         raise ProviderFailed(f"{outcome.error or 'Generation failed'}. No images were charged to your quota.")
     try:
         async with transaction(state.sessionmaker) as session:
             row = await PromptRepository(session).one(prompt_id)
-            version_now = await VersionRepository(session).get(version_id)
+            version_now = await VersionRepository(session).get(version.id)
         assert row is not None
         assert version_now is not None
         public = await _public(state.storage, row)
     except Exception:
         log.warning("could not read finished prompt %s", prompt_id, exc_info=True)
-        return await _still_running(state, prompt_id, version_id, spec)
-    return PromptCreated(
+        return await _still_running(state, prompt_id, version.id, spec)
+    created = PromptCreated(
         prompt_id=prompt_id,
         images=[image.url for image in public.images],
         images_left=max(version_now.images_quota - version_now.images_generated, 0),
         prompt_text=spec.prompt,
         prompt_negative=spec.negative_prompt,
     )
+    return 201, created.model_dump(mode="json")
 
 
 async def _still_running(
     state: AppState, prompt_id: uuid.UUID, version_id: uuid.UUID, spec: PromptSpec
-) -> JSONResponse:
+) -> Answer:
     """202 for an accepted prompt: its result will be in the list (recorded now when the database answers)."""
     try:
         async with transaction(state.sessionmaker) as session:
@@ -176,7 +195,7 @@ async def _still_running(
     except Exception:
         # The prompt's own workflow records it as soon as it runs.
         log.warning("could not record accepted prompt %s yet", prompt_id, exc_info=True)
-    return JSONResponse(PromptAccepted(prompt_id=prompt_id).model_dump(mode="json"), status_code=202)
+    return 202, PromptAccepted(prompt_id=prompt_id).model_dump(mode="json")
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
@@ -197,30 +216,35 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         raise InvalidRequest("Invalid cursor; use the next_cursor of a previous page") from exc
 
 
-@router.get("/list/{version_id}", response_model=PromptsPublic)
+@router.get("/list/{version_id}", response_model=PromptsPublic, responses=AUTH_RESPONSES)
 async def list_prompts(
     version_id: uuid.UUID,
     session: ReadSessionDep,
     state: StateDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PromptsPublic:
-    """A model's prompts with their images, newest first (one SQL query), paginated by cursor."""
+    """A model's prompts with their images, newest first, paginated by cursor (owner or share token)."""
+    await version_of(session, caller, version_id)
     rows = await PromptRepository(session).page(version_id, limit, _decode_cursor(cursor))
     if rows is None:
-        raise NotFound("Invalid version id")
+        raise await caller.not_found("Invalid version id")
     prompts = [await _public(state.storage, row) for row in rows]
     next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
     return PromptsPublic(prompts=prompts, next_cursor=next_cursor)
 
 
-@router.get("/{prompt_id}", response_model=PromptOne)
-async def get_prompt(prompt_id: uuid.UUID, session: ReadSessionDep, state: StateDep) -> PromptOne:
-    """One prompt with its status and images."""
+@router.get("/{prompt_id}", response_model=PromptOne, responses=AUTH_RESPONSES)
+async def get_prompt(
+    prompt_id: uuid.UUID, session: ReadSessionDep, state: StateDep, caller: CallerDep
+) -> PromptOne:
+    """One prompt with its status and images (owner or share token of its model)."""
     row = await PromptRepository(session).one(prompt_id)
     if row is None:
-        raise NotFound(
+        raise await caller.not_found(
             "Unknown prompt id (a prompt answered 202 because it was queued shows here once generation "
             "starts; one that never does was not run and cost nothing)"
         )
+    await version_of(session, caller, row["version_id"])
     return PromptOne(**(await _public(state.storage, row)).model_dump())

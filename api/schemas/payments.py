@@ -56,6 +56,20 @@ class PaymentCreated(BaseModel):
     promocode_applied: bool
     amount_total: int
     currency: str
+    access_token: str | None = Field(
+        default=None,
+        description=(
+            "Initial plans only: the customer's key to this payment, its model and its images, sent as "
+            "`Authorization: Bearer <access_token>`. Shown once; keep it secret"
+        ),
+    )
+
+
+class AccessTokenPublic(BaseModel):
+    """A new access token (the previous one no longer works)."""
+
+    code: int = 201
+    access_token: str
 
 
 class PaymentPublic(BaseModel):

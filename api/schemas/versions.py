@@ -68,3 +68,27 @@ class VersionPublic(BaseModel):
     time_training: str
     info: VersionInfo | None
     error: str | None
+
+
+class ShareCreate(BaseModel):
+    """A read-only link to a model's gallery."""
+
+    label: str | None = Field(
+        default=None, max_length=100, description="A note for the owner, e.g. who has it"
+    )
+
+
+class SharePublic(BaseModel):
+    """A share link; `token` is shown once, when it is created."""
+
+    share_id: uuid.UUID
+    token: str | None = Field(default=None, description="Send as `Authorization: Bearer <token>`; shown once")
+    label: str | None = None
+    created_at: datetime
+
+
+class SharesPublic(BaseModel):
+    """The live share links of a model."""
+
+    code: int = 200
+    shares: list[SharePublic]

@@ -26,17 +26,20 @@ S3_CONFIG = AioConfig(
     connect_timeout=5,
     read_timeout=60,
 )
-SIGNED_URL_REUSE = 1 / 7  # of a presigned image URL's lifetime
+SIGNED_URL_REUSE = 1 / 6  # of a presigned image URL's lifetime
 SIGNED_URL_CACHE = 20_000  # URLs kept (about 6 MB)
 
 
 class Storage:
     """One bucket; a thin typed layer over the S3 client that the composition root opens and closes."""
 
-    def __init__(self, client: S3Client, bucket: str, public_base_url: str | None = None) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, public_base_url: str | None = None, image_url_seconds: int = 3600
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self.image_url_seconds = image_url_seconds
         # Presigned image URLs handed out again while fresh: signing is the costly part of a listing, and
         # the same URL lets browsers and CDNs cache the image instead of fetching it anew each time.
         self._signed: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -52,6 +55,7 @@ class Storage:
         secret_access_key: str,
         bucket: str,
         public_base_url: str | None = None,
+        image_url_seconds: int = 3600,
     ) -> Storage:
         """Open a client whose lifetime is bound to stack."""
         session = aioboto3.Session(
@@ -60,7 +64,7 @@ class Storage:
         client = await stack.enter_async_context(
             session.client("s3", endpoint_url=endpoint_url, config=S3_CONFIG)
         )
-        return cls(client, bucket, public_base_url)
+        return cls(client, bucket, public_base_url, image_url_seconds)
 
     @classmethod
     async def from_settings(cls, settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -73,6 +77,7 @@ class Storage:
             secret_access_key=settings.s3_secret_access_key.get_secret_value(),
             bucket=settings.s3_bucket,
             public_base_url=settings.s3_public_base_url,
+            image_url_seconds=settings.image_url_minutes * 60,
         )
 
     async def ping(self) -> None:
@@ -146,14 +151,15 @@ class Storage:
         )
         return url
 
-    async def public_url(self, key: str, expires_in: int = 7 * 24 * 3600) -> str:
+    async def public_url(self, key: str) -> str:
         """The CDN URL when a public base URL is configured, else a presigned URL.
 
-        A presigned URL is reused for `SIGNED_URL_REUSE` of its lifetime, so every URL handed out is valid
-        for at least the rest (6 of 7 days by default).
+        A presigned URL lives `image_url_seconds` (an hour by default) and is reused for `SIGNED_URL_REUSE`
+        of that, so every URL handed out is valid for at least the rest (50 minutes by default).
         """
         if self.public_base_url:
             return f"{self.public_base_url}/{key}"
+        expires_in = self.image_url_seconds
         now = time.monotonic()
         cached = self._signed.get(key)
         if cached is not None and now - cached[1] < expires_in * SIGNED_URL_REUSE:

@@ -159,6 +159,15 @@ class CheckoutOpened(Contract):
     promocode_applied: bool
 
 
+class ServedPrompt(Contract):
+    """A prompt the journey served: a retried request (same Idempotency-Key) gets this answer again."""
+
+    prompt_id: uuid.UUID
+    status: str
+    images: int = 0
+    error: str | None = None
+
+
 class JourneyState(Contract):
     """Everything the journey knows; carried across continue-as-new and returned by its query."""
 
@@ -183,6 +192,8 @@ class JourneyState(Contract):
     checkout: CheckoutOpened | None = None
     attention: Attention | None = None
     training_started_at: datetime | None = None
+    # The latest prompts served (carried across continue-as-new): idempotent retries find their answer here.
+    served_prompts: tuple[ServedPrompt, ...] = ()
     # While a failed training waits for an operator's retry: when the refund happens without one.
     refund_at: datetime | None = None
 

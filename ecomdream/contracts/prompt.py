@@ -102,6 +102,8 @@ class ImageCopy(Contract):
     prompt_id: uuid.UUID
     version_id: uuid.UUID
     urls: tuple[str, ...]
+    # Opaque object keys (no extension), one per output, chosen by the workflow: image URLs name no ids.
+    keys: tuple[str, ...]
 
 
 class PromptStarted(Contract):

@@ -1,10 +1,12 @@
 """ORM models; importing this package registers every table on `Base.metadata`."""
 
+from ecomdream.models.access import IdempotentRequest, Share
 from ecomdream.models.payment import Payment, PaymentStatus, Plan, QuotaGrant
 from ecomdream.models.prompt import Image, Prompt, PromptStatus
 from ecomdream.models.version import Version, VersionStatus
 
 __all__ = [
+    "IdempotentRequest",
     "Image",
     "Payment",
     "PaymentStatus",
@@ -12,6 +14,7 @@ __all__ = [
     "Prompt",
     "PromptStatus",
     "QuotaGrant",
+    "Share",
     "Version",
     "VersionStatus",
 ]

@@ -72,6 +72,8 @@ class Payment(CreatedAtMixin, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # SHA-256 of the customer's access token (initial payments; add-ons are covered by their model's).
+    access_token_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class QuotaGrant(CreatedAtMixin, Base):

@@ -31,6 +31,12 @@ async def create_payment(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return data
 
 
+async def stranger(api: httpx.AsyncClient) -> dict[str, str]:
+    """The headers of another customer: a real access token that opens nothing of the test's customer."""
+    created = await create_payment(api)
+    return {"Authorization": f"Bearer {created['access_token']}"}
+
+
 async def pay(checkout_url: str, email: str = "buyer@example.com") -> httpx.Response:
     """Submit the hosted checkout page's form, as the customer's browser does."""
     async with httpx.AsyncClient(timeout=30) as browser:

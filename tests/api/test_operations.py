@@ -25,7 +25,7 @@ from ecomdream.contracts.payment import (
 )
 from ecomdream.contracts.search import JOURNEY_STAGE, NEEDS_OPERATOR, PAYMENT_ID, PLAN_NAME, VERSION_ID
 from ecomdream.devstack.stack import Stack
-from tests.api.helpers import create_payment, pay, payment_row, wait_stage
+from tests.api.helpers import create_payment, pay, payment_row, stranger, wait_stage
 from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, info, paid_payment, staged_keys, train
 from tests.fixtures.photos import valid_photos
@@ -292,7 +292,7 @@ class TestMetrics:
     ) -> None:
         _, version_id = await ready_model(api, temporal)
         assert (await prompt(api, version_id)).status_code == 201
-        await api.get(f"/api/v1/versions/info/{uuid.uuid4()}")
+        await api.get(f"/api/v1/versions/info/{uuid.uuid4()}", headers=await stranger(api))
         for invented in ("X0Y", "X1Y", "BREW"):
             await api.request(invented, "/health")
         async with httpx.AsyncClient() as client:

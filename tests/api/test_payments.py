@@ -93,7 +93,11 @@ class TestCreatePayment:
             ({"plan_id": 999}, 400, "Invalid plan id"),
             ({"plan_id": ADDON_PLAN}, 400, "You must also provide version id"),
             ({"plan_id": ADDON_PLAN, "version_id": ""}, 400, "You must also provide version id"),
-            ({"plan_id": ADDON_PLAN, "version_id": str(uuid.uuid4())}, 404, "Invalid version id"),
+            (
+                {"plan_id": ADDON_PLAN, "version_id": str(uuid.uuid4())},
+                401,
+                "An add-on pack is bought with the model's access token: `Authorization: Bearer`",
+            ),
         ],
     )
     async def test_rejects_unusable_plans_and_versions(

@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from ecomdream.contracts import journey_id
 from ecomdream.devstack.stack import Stack
-from tests.api.helpers import create_payment, journey_state, pay, wait_stage
+from tests.api.helpers import create_payment, journey_state, pay, stranger, wait_stage
 from tests.api.test_training import as_files, info, staged_keys, train
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
@@ -246,9 +246,14 @@ class TestRejections:
     async def test_unknown_unready_and_invalid_prompts(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client
     ) -> None:
-        unknown = await prompt(api, "00000000-0000-4000-8000-000000000000")
+        other = await stranger(api)
+        unknown = await api.post(
+            "/api/v1/prompts/create/00000000-0000-4000-8000-000000000000",
+            json={"prompt": "x", "amount_images": 1},
+            headers=other,
+        )
         assert (unknown.status_code, unknown.json()["message"]) == (404, "Invalid version id")
-        listed = await api.get("/api/v1/prompts/list/00000000-0000-4000-8000-000000000000")
+        listed = await api.get("/api/v1/prompts/list/00000000-0000-4000-8000-000000000000", headers=other)
         assert listed.status_code == 404
         _, version_id = await ready_model(api, temporal)
         cases: list[tuple[dict[str, Any], str]] = [

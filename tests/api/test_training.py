@@ -14,9 +14,10 @@ from temporalio.client import Client
 from ecomdream.contracts import journey_id
 from ecomdream.contracts.search import JOURNEY_STAGE, VERSION_ID
 from ecomdream.devstack.stack import Stack
-from tests.api.helpers import create_payment, journey_state, pay, payment_row, wait_stage
+from tests.api.helpers import create_payment, journey_state, pay, payment_row, stranger, wait_stage
 from tests.fixtures.photos import decompression_bomb, photo, truncated_jpeg, valid_photos
 from tests.fixtures.stack import eventually, open_storage
+from tests.fixtures.wallet import WALLET
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 
@@ -217,9 +218,7 @@ class TestUploadValidation:
     async def test_class_must_be_short_plain_words(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, cls: str | None, message: str
     ) -> None:
-        response = await train(
-            api, "00000000-0000-4000-8000-000000000000", as_files(valid_photos(5)), cls=cls
-        )
+        response = await train(api, await paid_payment(api, temporal), as_files(valid_photos(5)), cls=cls)
         assert response.status_code == 400
         assert message in response.json()["message"]
 
@@ -237,9 +236,19 @@ class TestUploadValidation:
         not_multipart = await api.post(f"/api/v1/versions/train/{payment_id}?class=shoe", json={"images": []})
         assert not_multipart.status_code == 400
         assert "multipart/form-data" in not_multipart.json()["message"]
-        unknown = await train(api, "00000000-0000-4000-8000-000000000000", as_files(valid_photos(5)))
+        unknown = await api.post(
+            "/api/v1/versions/train/00000000-0000-4000-8000-000000000000",
+            params={"class": "shoe"},
+            files=as_files(valid_photos(5)),
+            headers={"Authorization": f"Bearer {WALLET.token(payment_id)}"},
+        )
         assert (unknown.status_code, unknown.json()["message"]) == (404, "Invalid payment id")
-        not_uuid = await train(api, "not-a-uuid", as_files(valid_photos(5)))
+        not_uuid = await api.post(
+            "/api/v1/versions/train/not-a-uuid",
+            params={"class": "shoe"},
+            files=as_files(valid_photos(5)),
+            headers={"Authorization": f"Bearer {WALLET.token(payment_id)}"},
+        )
         assert not_uuid.status_code == 422
         assert await staged_keys(stack, f"staging/{payment_id}/") == []
         assert (await journey_state(temporal, payment_id)).stage.value == "paid"
@@ -267,7 +276,9 @@ class TestUploadValidation:
 
 class TestVersionInfo:
     async def test_unknown_version_is_404(self, api: httpx.AsyncClient, db: AsyncEngine) -> None:
-        response = await api.get("/api/v1/versions/info/00000000-0000-4000-8000-000000000000")
+        response = await api.get(
+            "/api/v1/versions/info/00000000-0000-4000-8000-000000000000", headers=await stranger(api)
+        )
         assert response.status_code == 404
         assert response.json() == {"code": 404, "message": "Invalid version id"}
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.prompts import PromptActivities, image_prefix
+from activities.prompts import PromptActivities
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import ImageCopy
 from tests.fixtures.photos import photo
@@ -31,17 +31,18 @@ async def test_copied_images_stay_for_a_retry_and_go_after_the_last_attempt(stor
         prompt_id=uuid.uuid4(),
         version_id=uuid.uuid4(),
         urls=(await storage.presigned_get(source), UNREACHABLE),
+        keys=(f"images/{uuid.uuid4().hex}", f"images/{uuid.uuid4().hex}"),
     )
-    prefix = image_prefix(copy.version_id, copy.prompt_id)
+    copied = copy.keys[0]
     async with httpx.AsyncClient(timeout=5) as http:
         activities = PromptActivities(sessionmaker=None, storage=storage, http=http)  # type: ignore[arg-type]
 
         with pytest.raises(httpx.ConnectError):
             await _attempt(1).run(activities.copy_images, copy)
-        assert await storage.list_keys(prefix) == [f"{prefix}0.png"], "a retry overwrites the same keys"
+        assert await storage.list_keys(copied) == [f"{copied}.png"], "a retry overwrites the same keys"
 
         assert COPY_RETRY.maximum_attempts
         with pytest.raises(httpx.ConnectError):
             await _attempt(COPY_RETRY.maximum_attempts).run(activities.copy_images, copy)
-        assert await storage.list_keys(prefix) == [], "the prompt fails uncharged and keeps no image"
+        assert await storage.list_keys(copied) == [], "the prompt fails uncharged and keeps no image"
     await storage.delete_prefix(source)
