@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from ecomdream.codec.keys import new_key
 from ecomdream.contracts import REPLICATE_TASK_QUEUE
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
 from ecomdream.db.migrate import MIGRATIONS_DIR
@@ -797,6 +798,7 @@ LIVE = {
     "ECOMDREAM_STRIPE_WEBHOOK_SECRET": "whsec_RealEndpointSecret",
     "ECOMDREAM_PUBLIC_API_URL": "https://api.ecomdream.example",
     "ECOMDREAM_DATABASE_URL": "postgresql+asyncpg://app:DbPassword@db:5432/ecomdream",
+    "ECOMDREAM_PAYLOAD_KEYS": new_key("live1"),
 }
 
 
@@ -810,6 +812,7 @@ LIVE = {
         ("ECOMDREAM_STRIPE_API_KEY", "set both ECOMDREAM_STRIPE_API_KEY and ECOMDREAM_REPLICATE_API_TOKEN"),
         ("ECOMDREAM_STRIPE_WEBHOOK_SECRET", "ECOMDREAM_STRIPE_WEBHOOK_SECRET to the signing secret"),
         ("ECOMDREAM_PUBLIC_API_URL", "cannot deliver webhooks to http://127.0.0.1:8000"),
+        ("ECOMDREAM_PAYLOAD_KEYS", "set ECOMDREAM_PAYLOAD_KEYS or ECOMDREAM_PAYLOAD_KEYS_FILE"),
     ],
 )
 def test_half_configured_live_providers_refuse_to_start_without_printing_secrets(
@@ -832,6 +835,7 @@ def test_half_configured_live_providers_refuse_to_start_without_printing_secrets
         "r8_SecretTokenValue",
         "whsec_RealEndpointSecret",
         "DbPassword",
+        LIVE["ECOMDREAM_PAYLOAD_KEYS"].partition(":")[2],
     ):
         assert secret not in text
 

@@ -2,7 +2,8 @@
 
 Runs real journeys on a throwaway embedded stack (a paid journey trained, prompted past a
 continue-as-new, an add-on, a failed training with refund, an expired checkout) and saves each
-history as JSON under tests/replay/histories/. Re-record only when a change is meant to be
+history as JSON under tests/replay/histories/. The stack encrypts payloads with a key of its own;
+the histories are saved decoded (their data is made up), so no key is needed to replay them. Re-record only when a change is meant to be
 incompatible; otherwise new code must replay the old files (guard changes with workflow.patched).
 After a patched change, record with a new `--label` (files `<name>_<label>_run<n>.json`) so both
 the old and the new branch of the patch keep replaying.
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from ecomdream.clients.temporal import connect_temporal
 from ecomdream.devstack.stack import Stack, StackPorts
+from tests.fixtures.payloads import convert_history
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import TEST_PACE
 
@@ -64,7 +65,8 @@ async def _ready(api: httpx.AsyncClient, payment_id: str) -> str:
 
 async def record(stack: Stack, label: str) -> None:
     """Drive the scenarios and save their histories."""
-    temporal = await connect_temporal(stack.temporal.address, "default")
+    temporal = await stack.connect_temporal()
+    codec = stack.secrets.payload_codec()
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
         happy = await _paid(api)
         version_id = await _ready(api, happy)
@@ -100,7 +102,8 @@ async def record(stack: Stack, label: str) -> None:
     for workflow_id, name in names.items():
         runs = [w async for w in temporal.list_workflows(f"WorkflowId = '{workflow_id}'")]
         for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
-            history = await temporal.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+            encrypted = await temporal.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+            history = await convert_history(encrypted, codec.decode)
             stem = f"{name}_{label}" if label else name
             (OUT / f"{stem}_run{index + 1}.json").write_text(history.to_json())
 
