@@ -13,6 +13,8 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
 
+from tests.fixtures.payloads import CodecStep, convert_history
+
 log = logging.getLogger("record_histories")
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -63,14 +65,22 @@ def as_text(history: WorkflowHistory) -> str:
     return '{"events": [\n' + lines + "\n]}\n"
 
 
-async def save(client: Client, workflow_id: str, path: str, label: str) -> list[Path]:
-    """Write every run of workflow_id as the recording of path (replacing an earlier one)."""
+async def save(
+    client: Client, workflow_id: str, path: str, label: str, decode: CodecStep | None = None
+) -> list[Path]:
+    """Write every run of workflow_id as the recording of path (replacing an earlier one).
+
+    Histories of a stack whose payloads are encrypted are saved decoded (`decode`: the stack's codec), so the
+    recordings need no key: their data is made up.
+    """
     HISTORIES.mkdir(parents=True, exist_ok=True)
     stem = f"{path}.{label}" if label else path
     for old in HISTORIES.glob(f"{stem}_run*.json"):
         old.unlink()
     files = []
     for run, history in enumerate(await runs_of(client, workflow_id), start=1):
+        if decode is not None:
+            history = await convert_history(history, decode)
         file = HISTORIES / f"{stem}_run{run}.json"
         file.write_text(as_text(history))
         files.append(file)

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 from temporalio.client import Client, WorkflowHandle
 
-from ecomdream.clients.temporal import connect_temporal
 from ecomdream.contracts import addon_id, journey_id
 from ecomdream.contracts.payment import (
     CancelRequest,
@@ -281,7 +280,8 @@ PATHS = frozenset(path for phase in PHASES for scenario in phase for path in sce
 
 async def record(stack: Stack, label: str, only: set[str]) -> None:
     """Run each phase's scenarios together, then save the paths they showed."""
-    temporal = await connect_temporal(stack.temporal.address, "default")
+    temporal = await stack.connect_temporal()
+    decode = stack.secrets.payload_codec().decode
     async with (
         httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api,
         httpx.AsyncClient(base_url=stack.stripe_url, timeout=30) as stripe,
@@ -293,4 +293,4 @@ async def record(stack: Stack, label: str, only: set[str]) -> None:
             for recorded in await asyncio.gather(*(s.run(shop) for s in chosen)):
                 for path, workflow_id in recorded.items():
                     if not only or path in only:
-                        await save(temporal, workflow_id, path, label)
+                        await save(temporal, workflow_id, path, label, decode)

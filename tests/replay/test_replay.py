@@ -3,12 +3,16 @@ journeys fails here (guard it with workflow.patched). Record with `python -m tes
 
 Every path a journey, an add-on or a prompt can take has a recording (`PATHS`), and each recording must
 show the story its name tells, so that a path cannot lose its recording, nor a recording its meaning.
+
+The replayer decodes with the service's codec: histories saved in clear replay as they are, and the same
+histories with their payloads encrypted (as Temporal keeps them) replay too.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -16,9 +20,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from ecomdream.clients.temporal import data_converter
+from ecomdream.codec.encryption import EncryptionCodec, is_encrypted
+from ecomdream.codec.keys import PayloadKey
+from tests.fixtures.payloads import convert_history, payloads_in
 from tests.replay import stack_paths, standin_paths
 from tests.replay.archive import Recording, recordings
 from workflows import WORKFLOWS
@@ -292,9 +299,29 @@ def test_no_recording_would_pass_for_another_path() -> None:
     assert not passing, "\n".join(passing)
 
 
+CODEC = EncryptionCodec([PayloadKey("replay", os.urandom(32))])
+
+
+async def _encrypted(history: WorkflowHistory) -> WorkflowHistory:
+    encrypted = await convert_history(history, CODEC.encode)
+    assert any(is_encrypted(p) for event in encrypted.events for p in payloads_in(event))
+    return encrypted
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["as-saved", "encrypted"])
 @pytest.mark.parametrize("recording", RECORDINGS, ids=lambda r: r.file.stem)
-async def test_history_replays_without_nondeterminism(recording: Recording) -> None:
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+async def test_history_replays_without_nondeterminism(recording: Recording, encrypted: bool) -> None:
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(CODEC))
     history = WorkflowHistory.from_json(recording.file.stem, recording.file.read_text())
+    if encrypted:
+        history = await _encrypted(history)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{recording.file.name}: {result.replay_failure}"
+
+
+async def test_an_encrypted_history_needs_the_codec_to_replay() -> None:
+    recording = next(r for r in RECORDINGS if r.path == "prompt_succeeded")
+    history = await _encrypted(WorkflowHistory.from_json(recording.file.stem, recording.file.read_text()))
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(None))
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
