@@ -124,7 +124,7 @@ def _stop(stack: Stack, data_dir: Path, keep_data: bool) -> None:
         print("stopping the embedded stack ...", file=sys.stderr, flush=True)
         # The data is thrown away: no need for the API's and worker's graceful waits (15-20 s when
         # interrupted mid-run); Stack.stop() then stops the servers in order.
-        for part in (stack.api, stack.worker, stack.replicate, stack.stripe):
+        for part in (stack.codec_server, stack.api, stack.worker, stack.replicate, stack.stripe):
             with contextlib.suppress(Exception):
                 part.stop(timeout=FAST_STOP_S)
         stack.stop()
@@ -458,6 +458,7 @@ def stack_parts(stack: Stack) -> dict[str, ManagedProcess]:
     return {
         "api": stack.api,
         "worker": stack.worker,
+        "codec-server": stack.codec_server,
         "temporal": stack.temporal.process,
         "postgres": stack.postgres.process,
         "s3": stack.s3.process,

@@ -50,7 +50,6 @@ from _stack import (  # noqa: E402
     table,
 )
 
-from ecomdream.clients.temporal import connect_temporal  # noqa: E402
 from ecomdream.devstack.stack import Stack  # noqa: E402
 from tests.fixtures.photos import valid_photos  # noqa: E402
 
@@ -201,7 +200,7 @@ async def run_phase(stack: Stack, phase: Phase, args: argparse.Namespace) -> Non
 async def setup(stack: Stack, args: argparse.Namespace) -> list[str]:
     """Ready models with prompts, made through the customer flow; returns their version ids."""
     await configure_replicate_sandbox(stack, SANDBOX_SECONDS, SANDBOX_SECONDS)
-    temporal = await connect_temporal(stack.temporal.address, "default")
+    temporal = await stack.connect_temporal()
     photos = valid_photos(PHOTO_COUNT)
     async with (
         api_client(stack, args.models * 4 + 10, SETUP_TIMEOUT_S) as api,

@@ -62,7 +62,6 @@ from _stack import (  # noqa: E402
 )
 from temporalio.client import Client  # noqa: E402
 
-from ecomdream.clients.temporal import connect_temporal  # noqa: E402
 from ecomdream.config import Settings  # noqa: E402
 from ecomdream.devstack.stack import Stack  # noqa: E402
 from tests.fixtures.photos import valid_photos  # noqa: E402
@@ -297,7 +296,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> int:
     rps = args.replicate_rps or Settings().replicate_requests_per_second
     sandbox = await configure_replicate_sandbox(stack, args.training_seconds, args.prediction_seconds)
     print(method_header(args, rps, sandbox), flush=True)
-    temporal = await connect_temporal(stack.temporal.address, "default")
+    temporal = await stack.connect_temporal()
     async with api_client(stack, args.concurrency * 2 + 10, args.timeout) as api:
         metrics_before = await asyncio.to_thread(scrape, worker_metrics_url(stack))
         with CpuSampler(stack) as cpu:

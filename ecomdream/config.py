@@ -63,6 +63,31 @@ class Settings(BaseSettings):
     temporal_tls_key_path: Path | None = None
     temporal_tls_ca_path: Path | None = None
 
+    # Payload encryption (AES-256-GCM): `id:base64key` entries, newest last; new payloads use the newest.
+    payload_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated id:base64key pairs, newest last"
+    )
+    payload_keys_file: Path | None = Field(
+        default=None, description="A file with one id:base64key per line, newest last"
+    )
+    # The codec server: decodes payloads for the Web UI and the temporal CLI (--codec-endpoint).
+    codec_server_host: str = "127.0.0.1"
+    codec_server_port: int = 8234
+    codec_server_token: SecretStr | None = Field(
+        default=None, description="Operators send it as `Authorization: Bearer <token>`"
+    )
+    codec_server_ui_origins: str = Field(
+        default="http://127.0.0.1:8233,http://localhost:8233",
+        description="Comma-separated origins of the Temporal Web UI (CORS)",
+    )
+    codec_server_open_to_ui: bool = Field(
+        default=False,
+        description=(
+            "Answer browsers on the UI origins without the token: only for a UI no one but operators can "
+            "reach, which cannot send a token itself (no login in front of it)"
+        ),
+    )
+
     s3_endpoint_url: str | None = "http://127.0.0.1:8333"
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr = SecretStr("ecomdream")
@@ -183,6 +208,19 @@ class Settings(BaseSettings):
     def trusted_proxy_networks_text(self) -> list[str]:
         """The configured proxies, one entry each."""
         return [entry.strip() for entry in self.trusted_proxies.split(",") if entry.strip()]
+
+    @model_validator(mode="after")
+    def _production_encrypts_payloads(self) -> Self:
+        """Refuse to store customers' prompts and photo names in clear in a real deployment."""
+        keys = (self.payload_keys, self.payload_keys_file)
+        if all(keys):
+            raise ValueError("set ECOMDREAM_PAYLOAD_KEYS or ECOMDREAM_PAYLOAD_KEYS_FILE, not both")
+        if not any(keys) and (self.provider_mode is ProviderMode.LIVE or self.env == "production"):
+            raise ValueError(
+                "set ECOMDREAM_PAYLOAD_KEYS or ECOMDREAM_PAYLOAD_KEYS_FILE: in production, workflow payloads "
+                "(prompts, photo names) are encrypted before they reach Temporal"
+            )
+        return self
 
     @model_validator(mode="after")
     def _live_is_complete(self) -> Self:

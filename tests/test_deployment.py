@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from ecomdream.codec.keys import new_key
 from ecomdream.contracts import REPLICATE_TASK_QUEUE
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
 from ecomdream.db.migrate import MIGRATIONS_DIR
@@ -28,7 +29,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ecomdream.json"
 
-APP_SERVICES = ("migrate", "api", "worker")
+APP_SERVICES = ("migrate", "api", "worker", "codec-server")
 
 # Compose specification (compose-spec/compose-spec schema/compose-spec.json): the keys allowed at the top level
 # (restricted to the ones this project may use; `version` is obsolete) and on a service.
@@ -90,6 +91,8 @@ PROVIDER_SECRETS = {
     "ECOMDREAM_REPLICATE_API_TOKEN",
     "ECOMDREAM_REPLICATE_WEBHOOK_SECRET",
     "ECOMDREAM_TEMPORAL_API_KEY",
+    "ECOMDREAM_PAYLOAD_KEYS",
+    "ECOMDREAM_CODEC_SERVER_TOKEN",
 }
 
 
@@ -365,6 +368,7 @@ class TestPortsAndImages:
         expected = {
             "api": "127.0.0.1:8000:8000",
             "temporal-ui": "127.0.0.1:8080:8080",
+            "codec-server": "127.0.0.1:8234:8234",
             "prometheus": "127.0.0.1:9090:9090",
             "grafana": "127.0.0.1:3000:3000",
         }
@@ -556,6 +560,7 @@ class TestAppServices:
         assert services["migrate"]["command"] == ["python", "-m", "ecomdream.db.migrate", "upgrade"]
         assert services["api"]["command"] == ["python", "-m", "api"]
         assert services["worker"]["command"] == ["python", "worker.py"]
+        assert services["codec-server"]["command"] == ["python", "-m", "ecomdream.codec"]
 
     def test_wiring_reaches_the_compose_services(self, services: dict[str, dict[str, Any]]) -> None:
         for name in APP_SERVICES:
@@ -598,6 +603,31 @@ class TestAppServices:
         grace = services["worker"]["stop_grace_period"]
         assert re.fullmatch(r"\d+s", grace)
         assert timedelta(seconds=int(grace[:-1])) > GRACEFUL_SHUTDOWN
+
+
+class TestCodecServer:
+    def test_the_web_ui_reaches_the_codec_server_from_the_browser(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        codec = services["codec-server"]
+        env = environment(codec)
+        endpoint = urlsplit(environment(services["temporal-ui"])["TEMPORAL_CODEC_ENDPOINT"])
+        # The browser calls it: the published address, not the container name.
+        published = f"127.0.0.1:{endpoint.port}:{env['ECOMDREAM_CODEC_SERVER_PORT']}"
+        assert (endpoint.scheme, endpoint.hostname, endpoint.path) == ("http", "127.0.0.1", "/codec")
+        assert published in codec["ports"]
+        assert env["ECOMDREAM_CODEC_SERVER_HOST"] == "0.0.0.0"
+        ui_port = services["temporal-ui"]["ports"][0].split(":")[1]
+        assert f"http://127.0.0.1:{ui_port}" in env["ECOMDREAM_CODEC_SERVER_UI_ORIGINS"].split(",")
+        assert env["ECOMDREAM_CODEC_SERVER_OPEN_TO_UI"] == "true"
+        assert (
+            "${ECOMDREAM_CODEC_SERVER_OPEN_TO_UI" in codec["environment"]["ECOMDREAM_CODEC_SERVER_OPEN_TO_UI"]
+        )
+        assert any("/health" in part for part in codec["healthcheck"]["test"])
+
+    def test_it_serves_the_apps_namespace(self, services: dict[str, dict[str, Any]]) -> None:
+        namespace = environment(services["temporal-init"])["NAMESPACE"]
+        assert environment(services["codec-server"])["ECOMDREAM_TEMPORAL_NAMESPACE"] == namespace
 
 
 class TestSecrets:
@@ -797,6 +827,7 @@ LIVE = {
     "ECOMDREAM_STRIPE_WEBHOOK_SECRET": "whsec_RealEndpointSecret",
     "ECOMDREAM_PUBLIC_API_URL": "https://api.ecomdream.example",
     "ECOMDREAM_DATABASE_URL": "postgresql+asyncpg://app:DbPassword@db:5432/ecomdream",
+    "ECOMDREAM_PAYLOAD_KEYS": new_key("live1"),
 }
 
 
@@ -810,6 +841,7 @@ LIVE = {
         ("ECOMDREAM_STRIPE_API_KEY", "set both ECOMDREAM_STRIPE_API_KEY and ECOMDREAM_REPLICATE_API_TOKEN"),
         ("ECOMDREAM_STRIPE_WEBHOOK_SECRET", "ECOMDREAM_STRIPE_WEBHOOK_SECRET to the signing secret"),
         ("ECOMDREAM_PUBLIC_API_URL", "cannot deliver webhooks to http://127.0.0.1:8000"),
+        ("ECOMDREAM_PAYLOAD_KEYS", "set ECOMDREAM_PAYLOAD_KEYS or ECOMDREAM_PAYLOAD_KEYS_FILE"),
     ],
 )
 def test_half_configured_live_providers_refuse_to_start_without_printing_secrets(
@@ -832,6 +864,7 @@ def test_half_configured_live_providers_refuse_to_start_without_printing_secrets
         "r8_SecretTokenValue",
         "whsec_RealEndpointSecret",
         "DbPassword",
+        LIVE["ECOMDREAM_PAYLOAD_KEYS"].partition(":")[2],
     ):
         assert secret not in text
 

@@ -2,32 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from ecomdream.codec.encryption import codec_from_settings
 from ecomdream.config import Settings
+
+log = logging.getLogger("ecomdream.temporal")
+
+
+def data_converter(codec: PayloadCodec | None) -> DataConverter:
+    """The pydantic data converter, with the payload codec when there is one (clients, workers, replayers)."""
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
 
 
 async def connect_temporal(
     address: str,
     namespace: str,
+    codec: PayloadCodec | None,
     *,
     api_key: str | None = None,
     tls: bool | TLSConfig = False,
     lazy: bool = False,
     runtime: Runtime | None = None,
 ) -> Client:
-    """Connect with the pydantic data converter (API, worker and tests share it)."""
+    """Connect with the pydantic data converter and the payload codec (API, worker and tests share them)."""
     return await Client.connect(
         address,
         namespace=namespace,
         api_key=api_key,
         tls=tls or bool(api_key),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(codec),
         lazy=lazy,
         runtime=runtime,
     )
@@ -50,10 +62,14 @@ def tls_from_settings(settings: Settings) -> bool | TLSConfig:
 async def connect_from_settings(
     settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
 ) -> Client:
-    """The service's own connection: address, namespace, API key or mTLS, all from settings."""
+    """The service's own connection: address, namespace, API key or mTLS, payload keys, all from settings."""
+    codec = codec_from_settings(settings)
+    if codec is None:
+        log.warning("no payload keys configured: workflow payloads reach Temporal unencrypted")
     return await connect_temporal(
         settings.temporal_address,
         settings.temporal_namespace,
+        codec,
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
         tls=tls_from_settings(settings),
         lazy=lazy,

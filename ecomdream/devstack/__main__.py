@@ -32,6 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--replicate-port", type=int, default=defaults.replicate)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics)
     parser.add_argument("--worker-metrics-port", type=int, default=defaults.worker_metrics)
+    parser.add_argument("--codec-server-port", type=int, default=defaults.codec_server)
     return parser.parse_args()
 
 
@@ -53,7 +54,11 @@ def banner(stack: Stack) -> str:
         f"  API metrics      http://127.0.0.1:{p.metrics}/metrics",
         f"  worker metrics   http://127.0.0.1:{p.worker_metrics}/metrics",
         f"  Temporal         127.0.0.1:{p.temporal}",
-        f"  Temporal Web UI  http://127.0.0.1:{p.temporal_ui}",
+        f"  Temporal Web UI  http://127.0.0.1:{p.temporal_ui} (payloads decoded by the codec server)",
+        f"  codec server     {stack.codec_url}",
+        f"                   temporal ... --codec-endpoint {stack.codec_url} "
+        f'--codec-auth "Bearer $(cat {stack.secrets.token_file})"',
+        f"  payload keys     {stack.secrets.keys_file if not stack.secrets.keys_configured else 'from settings'}",
         f"  Postgres         {stack.postgres.url(driver='postgresql')}",
         f"  S3               {stack.s3.endpoint_url} (bucket {stack.s3.bucket})",
     ]
@@ -77,6 +82,7 @@ def main() -> None:
         replicate=args.replicate_port,
         metrics=args.metrics_port,
         worker_metrics=args.worker_metrics_port,
+        codec_server=args.codec_server_port,
     )
     stack = Stack(data_dir=args.data_dir, ports=ports)
     stop = threading.Event()
@@ -92,7 +98,7 @@ def main() -> None:
         stack.start_app()
         print(banner(stack), flush=True)
         while not stop.wait(1.0):
-            for part in (stack.api, stack.worker):
+            for part in (stack.api, stack.worker, stack.codec_server):
                 if not part.running:
                     print(f"{part.name} stopped unexpectedly:\n{part.log_tail()}", flush=True)
                     stop.set()

@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from temporalio.client import Client
+
+from ecomdream.clients.temporal import connect_temporal
 from ecomdream.config import SANDBOX_STRIPE_WEBHOOK_SECRET, ProviderMode, Settings
+from ecomdream.devstack.codec import DevSecrets
 from ecomdream.devstack.leftovers import check_ports, claim, release, stop_recorded
 from ecomdream.devstack.postgres import EmbeddedPostgres
 from ecomdream.devstack.processes import ManagedProcess, free_port, http_ok
@@ -40,6 +44,7 @@ class StackPorts:
     replicate: int = 12112
     metrics: int = 9100
     worker_metrics: int = 9101
+    codec_server: int = 8234
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -54,6 +59,7 @@ class StackPorts:
             replicate=0,
             metrics=0,
             worker_metrics=0,
+            codec_server=0,
         )
 
     def resolved(self) -> StackPorts:
@@ -73,6 +79,7 @@ class StackPorts:
             replicate=pick(self.replicate),
             metrics=pick(self.metrics),
             worker_metrics=pick(self.worker_metrics),
+            codec_server=pick(self.codec_server),
         )
 
 
@@ -89,14 +96,20 @@ class Stack:
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.mode = Settings().provider_mode
+        settings = Settings()
+        self.mode = settings.provider_mode
+        keys_configured = settings.payload_keys is not None or settings.payload_keys_file is not None
+        self.secrets = DevSecrets(self.data_dir, keys_configured)
         self.requested_ports = self.ports
         self._assemble(self.requested_ports.resolved())
 
     def _assemble(self, ports: StackPorts) -> None:
         self.ports = p = ports
         self.postgres = EmbeddedPostgres(self.data_dir, p.postgres)
-        self.temporal = TemporalDevServer(self.data_dir, p.temporal, p.temporal_ui)
+        codec_endpoint = self.codec_url if self.run_app else None
+        self.temporal = TemporalDevServer(
+            self.data_dir, p.temporal, p.temporal_ui, codec_endpoint=codec_endpoint
+        )
         self.s3 = SeaweedS3(self.data_dir, p.s3, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)
         self.stripe = self._python("stripe-sandbox", "-m", "ecomdream.sandbox.stripe", *self._stripe_args())
         self.replicate = self._python(
@@ -104,11 +117,17 @@ class Stack:
         )
         self.worker = self._python("worker", str(REPO_ROOT / "worker.py"))
         self.api = self._python("api", "-m", "api")
+        self.codec_server = self._python("codec-server", "-m", "ecomdream.codec")
 
     @property
     def api_url(self) -> str:
         """Base URL of the HTTP API."""
         return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def codec_url(self) -> str:
+        """The codec server's endpoint (for `--codec-endpoint` and the Web UI)."""
+        return f"http://127.0.0.1:{self.ports.codec_server}/codec"
 
     @property
     def stripe_url(self) -> str:
@@ -134,7 +153,7 @@ class Stack:
             "ECOMDREAM_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
             "ECOMDREAM_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
             "ECOMDREAM_S3_BUCKET": S3_BUCKET,
-        }
+        } | self.secrets.key_env()
         if self.mode is ProviderMode.SANDBOX:
             env |= {
                 "ECOMDREAM_STRIPE_API_BASE": self.stripe_url,
@@ -142,6 +161,25 @@ class Stack:
                 "ECOMDREAM_REPLICATE_API_BASE": self.replicate_url,
             }
         return env
+
+    def codec_server_env(self) -> dict[str, str]:
+        """The codec server's own settings: its port, the operator token, and the dev Web UI let in."""
+        ui = self.ports.temporal_ui
+        env = {
+            "ECOMDREAM_CODEC_SERVER_HOST": "127.0.0.1",
+            "ECOMDREAM_CODEC_SERVER_PORT": str(self.ports.codec_server),
+            "ECOMDREAM_CODEC_SERVER_TOKEN": self.secrets.token,
+            "ECOMDREAM_CODEC_SERVER_OPEN_TO_UI": "false",
+        }
+        if ui is not None:
+            # The dev UI has no login, so it cannot send the token: its origin is let in (development only).
+            origins = f"http://127.0.0.1:{ui},http://localhost:{ui}"
+            env |= {"ECOMDREAM_CODEC_SERVER_UI_ORIGINS": origins, "ECOMDREAM_CODEC_SERVER_OPEN_TO_UI": "true"}
+        return env
+
+    async def connect_temporal(self) -> Client:
+        """A Temporal client of this stack with the service's data converter and payload keys."""
+        return await connect_temporal(self.temporal.address, "default", self.secrets.payload_codec())
 
     def _python(self, name: str, *args: str) -> ManagedProcess:
         env = DEV_DEFAULTS | dict(os.environ) | self.extra_env
@@ -176,6 +214,7 @@ class Stack:
             wanted |= {"the Stripe sandbox": p.stripe, "the Replicate sandbox": p.replicate}
         if self.run_app:
             wanted |= {"the API": p.api, "API metrics": p.metrics, "worker metrics": p.worker_metrics}
+            wanted["the codec server"] = p.codec_server
         return wanted
 
     def prepare(self) -> None:
@@ -192,6 +231,7 @@ class Stack:
             self._assemble(self.requested_ports.resolved())
         self.postgres.stop_leftover()
         check_ports(self.wanted_ports())
+        self.secrets.ensure()
 
     def start_infrastructure(self) -> None:
         """Postgres, Temporal and S3 (started together), then migrations, then the sandboxes."""
@@ -218,12 +258,15 @@ class Stack:
         upgrade(self.postgres.url())
 
     def start_app(self) -> None:
-        """The worker and the API; ready when the worker polls its task queues and /ready answers 200."""
+        """The worker, the API and the codec server; ready when the worker polls its task queues and both
+        servers answer."""
         worker_log = self.worker.log_path
         seen = worker_log.stat().st_size if worker_log.exists() else 0
         for proc in (self.worker, self.api):
             proc.env = (proc.env or {}) | self.app_env()
             proc.start()
+        self.codec_server.env = (self.codec_server.env or {}) | self.app_env() | self.codec_server_env()
+        self.codec_server.start()
 
         def polling() -> bool:
             with worker_log.open("rb") as log:
@@ -232,6 +275,8 @@ class Stack:
 
         self.worker.wait_ready(polling, timeout=60)
         self.api.wait_ready(lambda: http_ok(f"{self.api_url}/ready"), timeout=60)
+        health = f"http://127.0.0.1:{self.ports.codec_server}/health"
+        self.codec_server.wait_ready(lambda: http_ok(health), timeout=30)
 
     def start(self) -> None:
         """Everything, in order, once the data directory is reclaimed and the ports checked."""
@@ -242,7 +287,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every child in reverse order; safe to call twice."""
-        for part in (self.api, self.worker, self.replicate, self.stripe):
+        for part in (self.codec_server, self.api, self.worker, self.replicate, self.stripe):
             with contextlib.suppress(Exception):
                 part.stop()
         for server in (self.temporal, self.s3, self.postgres):

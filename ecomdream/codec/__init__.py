@@ -1,0 +1,1 @@
+"""Payload encryption: the keys, the codec every Temporal client uses, and the codec server for operators."""
