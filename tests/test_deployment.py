@@ -800,6 +800,31 @@ LIVE = {
 }
 
 
+def refusal_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> str:
+    """Why Settings refuses to start with exactly env; no secret value may appear in it."""
+    from pydantic import ValidationError
+
+    from ecomdream.config import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for name in LIVE:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    for secret in (
+        "sk_live_51SecretKeyValue",
+        "rk_live_51SecretKeyValue",
+        "r8_SecretTokenValue",
+        "whsec_RealEndpointSecret",
+        "DbPassword",
+    ):
+        assert secret not in text
+    return text
+
+
 @pytest.mark.parametrize(
     ("left_out", "message"),
     [
@@ -815,25 +840,42 @@ LIVE = {
 def test_half_configured_live_providers_refuse_to_start_without_printing_secrets(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, left_out: str, message: str
 ) -> None:
-    from pydantic import ValidationError
+    env = {name: value for name, value in LIVE.items() if name != left_out}
+    assert message in refusal_of(monkeypatch, tmp_path, env)
 
-    from ecomdream.config import Settings
 
-    monkeypatch.chdir(tmp_path)  # no .env from the checkout
-    for name, value in LIVE.items():
-        if name != left_out:
-            monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError) as refused:
-        Settings()
-    text = str(refused.value)
-    assert message in text
-    for secret in (
-        "sk_live_51SecretKeyValue",
-        "r8_SecretTokenValue",
-        "whsec_RealEndpointSecret",
-        "DbPassword",
-    ):
-        assert secret not in text
+@pytest.mark.parametrize(
+    ("sandboxed", "message"),
+    [
+        (
+            {"ECOMDREAM_STRIPE_API_BASE": "http://127.0.0.1:12111"},
+            "leave ECOMDREAM_STRIPE_API_BASE empty: ECOMDREAM_STRIPE_API_KEY is a live key",
+        ),
+        (
+            {
+                "ECOMDREAM_STRIPE_API_KEY": "rk_live_51SecretKeyValue",
+                "ECOMDREAM_STRIPE_API_BASE": "https://stripe-sandbox.example",
+            },
+            "leave ECOMDREAM_STRIPE_API_BASE empty: ECOMDREAM_STRIPE_API_KEY is a live key",
+        ),
+        (
+            {"ECOMDREAM_REPLICATE_API_BASE": "http://127.0.0.1:12112"},
+            "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set",
+        ),
+        (
+            {"ECOMDREAM_REPLICATE_API_BASE": "http://api.replicate.com"},
+            "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set",
+        ),
+        (
+            {"ECOMDREAM_REPLICATE_API_BASE": "https://api.replicate.com.example"},
+            "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set",
+        ),
+    ],
+)
+def test_live_credentials_with_a_sandbox_address_refuse_to_start_without_printing_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandboxed: dict[str, str], message: str
+) -> None:
+    assert message in refusal_of(monkeypatch, tmp_path, LIVE | sandboxed)
 
 
 def test_fully_configured_live_providers_start_live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -843,7 +885,10 @@ def test_fully_configured_live_providers_start_live(monkeypatch: pytest.MonkeyPa
     for name, value in LIVE.items():
         monkeypatch.setenv(name, value)
     assert Settings().provider_mode is ProviderMode.LIVE
-    for name in LIVE:
+    # Replicate's own API address is not a sandbox.
+    monkeypatch.setenv("ECOMDREAM_REPLICATE_API_BASE", "https://api.replicate.com")
+    assert Settings().provider_mode is ProviderMode.LIVE
+    for name in (*LIVE, "ECOMDREAM_REPLICATE_API_BASE"):
         monkeypatch.delenv(name)
     assert Settings().provider_mode is ProviderMode.SANDBOX
 
