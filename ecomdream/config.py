@@ -15,8 +15,9 @@ SANDBOX_STRIPE_KEY = "sk_test_sandbox"
 SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_stripe_webhook_secret"
 SANDBOX_REPLICATE_TOKEN = "r8_sandbox"
 LIVE_STRIPE_KEY_PREFIXES = ("sk_live_", "rk_live_")
-# Replicate's API lives on replicate.com (and its subdomains).
+# Replicate's API lives on replicate.com; its generated files on replicate.delivery (and its subdomains).
 REPLICATE_API_DOMAIN = "replicate.com"
+REPLICATE_OUTPUT_HOSTS = "replicate.delivery,*.replicate.delivery"
 
 
 def is_replicate_address(url: str) -> bool:
@@ -100,6 +101,13 @@ class Settings(BaseSettings):
         description=(
             "A fetched signing secret is fetched again after a bad signature (it may have been rotated), "
             "at most this often"
+        ),
+    )
+    replicate_output_hosts: str = Field(
+        default=REPLICATE_OUTPUT_HOSTS,
+        description=(
+            "Hosts generated images are downloaded from, over https only (comma-separated; `*.host` matches "
+            "its subdomains). With a sandbox ECOMDREAM_REPLICATE_API_BASE, only the sandbox's own address"
         ),
     )
     replicate_owner: str = "ecomdream"
