@@ -9,13 +9,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from activities.images import ImageActivities, PhotoRules
 from activities.payments import CheckoutSetup, PaymentActivities
-from activities.prompts import PromptActivities
+from activities.prompts import MAX_IMAGE_BYTES, PromptActivities
 from activities.records import RecordActivities
 from activities.replicate import PredictionActivities, ReplicateActivities, TrainingSetup
+from ecomdream.clients.deliveries import create_deliveries
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
 from ecomdream.clients.stripe import create_stripe_client
@@ -69,14 +68,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     replicate_client = create_replicate_client(settings, paced=True, stack=stack)
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
-    # Replicate serves outputs only to authenticated requests; the token is ours to send.
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(30.0, connect=5.0),
-        headers={"Authorization": f"Bearer {settings.replicate_token()}"},
-        follow_redirects=True,
-    )
-    stack.push_async_callback(http.aclose)
-    prompts = PromptActivities(sessionmaker, storage, http)
+    prompts = PromptActivities(sessionmaker, storage, create_deliveries(settings, MAX_IMAGE_BYTES, stack))
     return ActivitySet(
         main=[
             payments.open_checkout,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ecomdream import imaging
+from ecomdream.clients.deliveries import Deliveries, OutputGone, OutputRefused, OutputTooLarge
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import CopiedImage, ImageCopy, PromptFinished, PromptStarted
 from ecomdream.db.session import SessionMaker, transaction
@@ -17,6 +17,16 @@ from ecomdream.repositories.prompts import PromptRepository
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+def _refusal(position: int, refused: OutputRefused) -> ApplicationError:
+    """The prompt's failure for an output that will never be copied; its message is the customer's."""
+    if isinstance(refused, OutputGone):
+        return ApplicationError(
+            f"output {position} is gone from Replicate", type="OutputGone", non_retryable=True
+        )
+    reason = "is too large" if isinstance(refused, OutputTooLarge) else "came from an unexpected place"
+    return ApplicationError(f"the generated image {reason}", type="BadOutput", non_retryable=True)
 
 
 def _last_attempt() -> bool:
@@ -27,12 +37,12 @@ def _last_attempt() -> bool:
 
 
 class PromptActivities:
-    """Activities that need the database, the bucket and an HTTP client for provider downloads."""
+    """Activities that need the database, the bucket and the downloads of Replicate's outputs."""
 
-    def __init__(self, sessionmaker: SessionMaker, storage: Storage, http: httpx.AsyncClient) -> None:
+    def __init__(self, sessionmaker: SessionMaker, storage: Storage, deliveries: Deliveries) -> None:
         self.sessionmaker = sessionmaker
         self.storage = storage
-        self.http = http
+        self.deliveries = deliveries
 
     @activity.defn
     async def record_prompt_started(self, started: PromptStarted) -> None:
@@ -41,16 +51,14 @@ class PromptActivities:
             await PromptRepository(session).start_spec(started.prompt_id, started.version_id, started.spec)
 
     async def _copy_one(self, copy: ImageCopy, position: int, url: str) -> CopiedImage:
-        response = await self.http.get(url)
-        if response.status_code in (404, 410):
-            raise ApplicationError(
-                f"output {position} is gone from Replicate", type="OutputGone", non_retryable=True
-            )
-        response.raise_for_status()
-        data = response.content[: MAX_IMAGE_BYTES + 1]
+        try:
+            data = await self.deliveries.fetch(url)
+        except OutputRefused as refused:
+            activity.logger.warning("output %d refused: %s", position, refused)
+            raise _refusal(position, refused) from None
         content_type = imaging.sniff_format(data[:64]) or ""
         ext = EXTENSIONS.get(content_type, "")
-        if not ext or len(data) > MAX_IMAGE_BYTES:
+        if not ext:
             raise ApplicationError(f"output {position} is not an image", type="BadOutput", non_retryable=True)
         width, height = await asyncio.to_thread(imaging.image_size, data)
         key = f"{copy.keys[position]}.{ext}"

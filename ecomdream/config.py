@@ -16,6 +16,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SANDBOX_STRIPE_KEY = "sk_test_sandbox"
 SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_stripe_webhook_secret"
 SANDBOX_REPLICATE_TOKEN = "r8_sandbox"
+LIVE_STRIPE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+# Replicate's API lives on replicate.com; its generated files on replicate.delivery (and its subdomains).
+REPLICATE_API_DOMAIN = "replicate.com"
+REPLICATE_OUTPUT_HOSTS = "replicate.delivery,*.replicate.delivery"
+
+
+def is_replicate_address(url: str) -> bool:
+    """Whether url is Replicate's own https API (replicate.com or a subdomain), not a sandbox."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return parts.scheme == "https" and (
+        host == REPLICATE_API_DOMAIN or host.endswith(f".{REPLICATE_API_DOMAIN}")
+    )
 
 
 class ProviderMode(StrEnum):
@@ -115,6 +128,13 @@ class Settings(BaseSettings):
         description=(
             "A fetched signing secret is fetched again after a bad signature (it may have been rotated), "
             "at most this often"
+        ),
+    )
+    replicate_output_hosts: str = Field(
+        default=REPLICATE_OUTPUT_HOSTS,
+        description=(
+            "Hosts generated images are downloaded from, over https only (comma-separated; `*.host` matches "
+            "its subdomains). With a sandbox ECOMDREAM_REPLICATE_API_BASE, only the sandbox's own address"
         ),
     )
     replicate_owner: str = "ecomdream"
@@ -224,9 +244,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _live_is_complete(self) -> Self:
-        """Refuse to start half live: real money for sandbox models, or webhooks anyone could forge."""
+        """Refuse to start half live: real money for sandbox models, webhooks anyone could forge, or live
+        credentials sent to a sandbox."""
         if not (self.stripe_api_key or self.replicate_api_token):
             return self
+        problems = self._missing_for_live() + self._sandboxes_with_live_credentials()
+        if problems:
+            raise ValueError("live providers are not fully configured: " + "; ".join(problems))
+        return self
+
+    def _missing_for_live(self) -> list[str]:
         problems = []
         if not (self.stripe_api_key and self.replicate_api_token):
             problems.append(
@@ -247,9 +274,27 @@ class Settings(BaseSettings):
                 "set ECOMDREAM_PUBLIC_API_URL to the public https address of the API: the providers "
                 f"cannot deliver webhooks to {self.public_api_url}"
             )
-        if problems:
-            raise ValueError("live providers are not fully configured: " + "; ".join(problems))
-        return self
+        return problems
+
+    def _sandboxes_with_live_credentials(self) -> list[str]:
+        # A live credential sent to a sandbox (or whatever listens at its address) is a leaked credential.
+        problems = []
+        stripe_key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
+        if stripe_key.startswith(LIVE_STRIPE_KEY_PREFIXES) and self.stripe_api_base:
+            problems.append(
+                "leave ECOMDREAM_STRIPE_API_BASE empty: ECOMDREAM_STRIPE_API_KEY is a live key "
+                "(sk_live_/rk_live_) and would be sent to that address instead of Stripe"
+            )
+        if (
+            self.replicate_api_token
+            and self.replicate_api_base
+            and not is_replicate_address(self.replicate_api_base)
+        ):
+            problems.append(
+                "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set and would "
+                "be sent to that address instead of Replicate"
+            )
+        return problems
 
     @cached_property
     def provider_mode(self) -> ProviderMode:

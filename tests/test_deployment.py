@@ -27,6 +27,7 @@ from worker import GRACEFUL_SHUTDOWN
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
+COMPOSE_ENV_EXAMPLE = DEPLOY / "compose.env.example"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ecomdream.json"
 
 APP_SERVICES = ("migrate", "api", "worker", "codec-server")
@@ -85,6 +86,10 @@ PROMQL_WORDS = {
 SECRET_VALUE = re.compile(
     r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9+/=]{16,}|\br8_[A-Za-z0-9]{16,}"
 )
+# `${NAME}`, `${NAME-default}`, `${NAME:-default}`, `${NAME?error}`, `${NAME:?error}` in a compose value.
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+# Variables and environment keys named like these hold a secret: compose requires them, never defaults them.
+SECRET_NAME = re.compile(r"(PASSWORD|PWD|SECRET|TOKEN|KEY)$")
 PROVIDER_SECRETS = {
     "ECOMDREAM_STRIPE_API_KEY",
     "ECOMDREAM_STRIPE_WEBHOOK_SECRET",
@@ -105,13 +110,25 @@ def load_yaml(path: Path) -> Any:
 
 
 def interpolate(value: str) -> str:
-    """What Compose makes of `${VAR:-default}` / `${VAR-default}` / `${VAR}` with nothing set: the default."""
+    """What Compose makes of `${VAR:-default}` / `${VAR-default}` / `${VAR}` with nothing set: the default; a
+    required `${VAR:?error}` becomes `<VAR>`, standing in for the value the operator's .env gives it."""
 
     def one(match: re.Match[str]) -> str:
-        return match.group("default") or ""
+        op = match.group("op") or ""
+        if op.endswith("?"):
+            return f"<{match.group('name')}>"
+        return match.group("arg") or ""
 
-    value = re.sub(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}", one, value)
-    return value.replace("$$", "$")
+    return VARIABLE.sub(one, value).replace("$$", "$")
+
+
+def secret_references(text: str) -> list[tuple[str, str, str]]:
+    """(name, operator, default or error message) of every `${...}` in text whose name says it is a secret."""
+    return [
+        (m.group("name"), m.group("op") or "", m.group("arg") or "")
+        for m in VARIABLE.finditer(text)
+        if SECRET_NAME.search(m.group("name"))
+    ]
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -255,6 +272,17 @@ class TestHelpers:
             interpolate("postgresql://u:${PW:-secret}@db/${DB-app}${UNSET}$$x")
             == "postgresql://u:secret@db/app$x"
         )
+        assert (
+            interpolate("postgresql://u:${PW:?set PW in .env (the password)}@db") == "postgresql://u:<PW>@db"
+        )
+
+    def test_secret_references_see_defaults_and_requirements(self) -> None:
+        text = "a: ${DB_PASSWORD:-pw}\nb: u:${API_TOKEN:?set API_TOKEN}@h\nc: ${IMAGE_TAG:-local} ${S3_KEY}"
+        assert secret_references(text) == [
+            ("DB_PASSWORD", ":-", "pw"),
+            ("API_TOKEN", ":?", "set API_TOKEN"),
+            ("S3_KEY", "", ""),
+        ]
 
     def test_shell_commands_join_continuations(self, tmp_path: Path) -> None:
         script = tmp_path / "s.sh"
@@ -643,6 +671,35 @@ class TestSecrets:
             if path.is_file():
                 assert not SECRET_VALUE.search(path.read_text()), path
 
+    def test_every_secret_is_required_with_a_message_naming_it(self) -> None:
+        found = secret_references(COMPOSE_FILE.read_text())
+        assert found, "the stack has passwords"
+        for name, op, message in found:
+            # `:?` stops `docker compose up` when the variable is unset or empty, printing the message.
+            assert op == ":?", f"${{{name}{op}{message}}}: a secret must not have a default"
+            assert f"set {name} in .env (" in message, name
+
+    def test_no_service_sets_a_secret_to_a_literal(self, services: dict[str, dict[str, Any]]) -> None:
+        for name, service in services.items():
+            raw = service.get("environment") or {}
+            if isinstance(raw, list):
+                raw = dict(item.partition("=")[::2] for item in raw)
+            for key, value in raw.items():
+                if SECRET_NAME.search(key):
+                    required = [m for m in VARIABLE.finditer(str(value)) if m.group("op") == ":?"]
+                    assert len(required) == 1, f"{name}.{key}: one required variable"
+                    assert VARIABLE.sub("", str(value)) == "", f"{name}.{key}: nothing literal beside it"
+
+    def test_compose_env_example_lists_every_required_variable_without_a_value(self) -> None:
+        listed = dict(
+            line.partition("=")[::2]
+            for line in COMPOSE_ENV_EXAMPLE.read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        required = {name for name, op, _ in secret_references(COMPOSE_FILE.read_text()) if op == ":?"}
+        assert set(listed) == required
+        assert set(listed.values()) == {""}, "an example, not a password anyone could copy"
+
     def test_secret_detector_catches_real_looking_keys(self) -> None:
         assert SECRET_VALUE.search("ECOMDREAM_STRIPE_API_KEY=sk_live_51HxYzAbCdEf")
         assert SECRET_VALUE.search("r8_0123456789abcdefABCDEF")
@@ -743,8 +800,7 @@ class TestObservability:
     def test_grafana_is_provisioned_from_the_repo(self, services: dict[str, dict[str, Any]]) -> None:
         grafana = services["grafana"]
         env = environment(grafana)
-        assert env["GF_SECURITY_ADMIN_PASSWORD"], "a local default, overridable from the environment"
-        assert "${GRAFANA_ADMIN_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+        assert env["GF_SECURITY_ADMIN_PASSWORD"] == "<GRAFANA_ADMIN_PASSWORD>", "required, no default"
         assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
         assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
         home = repo_path_of(grafana, env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
@@ -831,6 +887,32 @@ LIVE = {
 }
 
 
+def refusal_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> str:
+    """Why Settings refuses to start with exactly env; no secret value may appear in it."""
+    from pydantic import ValidationError
+
+    from ecomdream.config import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for name in LIVE:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    for secret in (
+        "sk_live_51SecretKeyValue",
+        "rk_live_51SecretKeyValue",
+        "r8_SecretTokenValue",
+        "whsec_RealEndpointSecret",
+        "DbPassword",
+        LIVE["ECOMDREAM_PAYLOAD_KEYS"].partition(":")[2],
+    ):
+        assert secret not in text
+    return text
+
+
 @pytest.mark.parametrize(
     ("left_out", "message"),
     [
@@ -847,26 +929,42 @@ LIVE = {
 def test_half_configured_live_providers_refuse_to_start_without_printing_secrets(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, left_out: str, message: str
 ) -> None:
-    from pydantic import ValidationError
+    env = {name: value for name, value in LIVE.items() if name != left_out}
+    assert message in refusal_of(monkeypatch, tmp_path, env)
 
-    from ecomdream.config import Settings
 
-    monkeypatch.chdir(tmp_path)  # no .env from the checkout
-    for name, value in LIVE.items():
-        if name != left_out:
-            monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError) as refused:
-        Settings()
-    text = str(refused.value)
-    assert message in text
-    for secret in (
-        "sk_live_51SecretKeyValue",
-        "r8_SecretTokenValue",
-        "whsec_RealEndpointSecret",
-        "DbPassword",
-        LIVE["ECOMDREAM_PAYLOAD_KEYS"].partition(":")[2],
-    ):
-        assert secret not in text
+@pytest.mark.parametrize(
+    ("sandboxed", "message"),
+    [
+        (
+            {"ECOMDREAM_STRIPE_API_BASE": "http://127.0.0.1:12111"},
+            "leave ECOMDREAM_STRIPE_API_BASE empty: ECOMDREAM_STRIPE_API_KEY is a live key",
+        ),
+        (
+            {
+                "ECOMDREAM_STRIPE_API_KEY": "rk_live_51SecretKeyValue",
+                "ECOMDREAM_STRIPE_API_BASE": "https://stripe-sandbox.example",
+            },
+            "leave ECOMDREAM_STRIPE_API_BASE empty: ECOMDREAM_STRIPE_API_KEY is a live key",
+        ),
+        (
+            {"ECOMDREAM_REPLICATE_API_BASE": "http://127.0.0.1:12112"},
+            "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set",
+        ),
+        (
+            {"ECOMDREAM_REPLICATE_API_BASE": "http://api.replicate.com"},
+            "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set",
+        ),
+        (
+            {"ECOMDREAM_REPLICATE_API_BASE": "https://api.replicate.com.example"},
+            "leave ECOMDREAM_REPLICATE_API_BASE empty: ECOMDREAM_REPLICATE_API_TOKEN is set",
+        ),
+    ],
+)
+def test_live_credentials_with_a_sandbox_address_refuse_to_start_without_printing_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandboxed: dict[str, str], message: str
+) -> None:
+    assert message in refusal_of(monkeypatch, tmp_path, LIVE | sandboxed)
 
 
 def test_fully_configured_live_providers_start_live(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -876,7 +974,10 @@ def test_fully_configured_live_providers_start_live(monkeypatch: pytest.MonkeyPa
     for name, value in LIVE.items():
         monkeypatch.setenv(name, value)
     assert Settings().provider_mode is ProviderMode.LIVE
-    for name in LIVE:
+    # Replicate's own API address is not a sandbox.
+    monkeypatch.setenv("ECOMDREAM_REPLICATE_API_BASE", "https://api.replicate.com")
+    assert Settings().provider_mode is ProviderMode.LIVE
+    for name in (*LIVE, "ECOMDREAM_REPLICATE_API_BASE"):
         monkeypatch.delenv(name)
     assert Settings().provider_mode is ProviderMode.SANDBOX
 

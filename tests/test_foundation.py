@@ -78,6 +78,7 @@ class TestHealth:
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["checks"] == {"postgres": "up", "temporal": "up", "s3": "up"}
+        assert body["errors"] == {}
         assert body["providers"] == {"stripe": "sandbox", "replicate": "sandbox"}
 
     async def test_ready_reports_stopped_postgres_as_down_then_recovers(
@@ -88,9 +89,9 @@ class TestHealth:
             response = await api.get("/ready")
             assert response.status_code == 503
             body = response.json()
-            assert body["checks"]["postgres"] == "down"
-            assert body["checks"]["temporal"] == "up"
-            assert body["checks"]["s3"] == "up"
+            assert body["checks"] == {"postgres": "down", "temporal": "up", "s3": "up"}
+            assert body["errors"] == {"postgres": "not answering"}
+            assert str(stack.ports.postgres) not in response.text, "no host or port in the public answer"
             plans = await api.get("/api/v1/payments/plans/list")
             assert plans.status_code == 503
             assert "temporarily unavailable" in plans.json()["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Literal
 
@@ -14,8 +15,15 @@ from sqlalchemy import text
 from api.deps import StateDep
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("ecomdream.api.health")
 
 CHECK_TIMEOUT_S = 3.0
+# The public answer names the part and one of these; the error itself (hosts, ports, paths) goes to the log.
+DownReason = Literal["timeout", "unhealthy", "not answering"]
+
+
+class Unhealthy(Exception):
+    """The part answered, and said it cannot serve."""
 
 
 class HealthPublic(BaseModel):
@@ -31,7 +39,7 @@ class ReadyPublic(BaseModel):
     code: int
     status: Literal["ready", "unavailable"]
     checks: dict[str, Literal["up", "down"]]
-    errors: dict[str, str]
+    errors: dict[str, DownReason]
     providers: dict[str, Literal["sandbox", "live"]]
 
 
@@ -41,11 +49,14 @@ async def health() -> HealthPublic:
     return HealthPublic()
 
 
-async def _check(probe: Awaitable[object]) -> str | None:
+async def _check(name: str, probe: Awaitable[object]) -> DownReason | None:
     try:
         await asyncio.wait_for(probe, CHECK_TIMEOUT_S)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+        log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)
+        if isinstance(exc, TimeoutError):
+            return "timeout"
+        return "unhealthy" if isinstance(exc, Unhealthy) else "not answering"
     return None
 
 
@@ -59,20 +70,16 @@ async def ready(state: StateDep) -> JSONResponse:
 
     async def temporal() -> None:
         if not await state.temporal.service_client.check_health():
-            raise RuntimeError("Temporal reports itself unhealthy")
+            raise Unhealthy("Temporal reports itself unhealthy")
 
-    names = ("postgres", "temporal", "s3")
-    results = await asyncio.gather(
-        _check(postgres()),
-        _check(temporal()),
-        _check(state.storage.ping()),
-    )
-    errors = {name: err for name, err in zip(names, results, strict=True) if err is not None}
+    probes = {"postgres": postgres(), "temporal": temporal(), "s3": state.storage.ping()}
+    results = await asyncio.gather(*(_check(name, probe) for name, probe in probes.items()))
+    errors = {name: err for name, err in zip(probes, results, strict=True) if err is not None}
     settings = state.settings
     body = ReadyPublic(
         code=503 if errors else 200,
         status="unavailable" if errors else "ready",
-        checks={name: ("down" if name in errors else "up") for name in names},
+        checks={name: ("down" if name in errors else "up") for name in probes},
         errors=errors,
         providers={
             "stripe": "live" if settings.stripe_api_key else "sandbox",

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -94,6 +94,9 @@ def create_app(config: SandboxSettings, holds: Holds | None = None) -> FastAPI:
             found = store.files.get(name)
         if found is None:
             return _problem(404, "Not found.")
+        redirect = store.knobs.redirect_outputs_to
+        if redirect:
+            return RedirectResponse(f"{redirect.rstrip('/')}/files/{name}", status_code=302)
         return Response(content=found[0], media_type=found[1])
 
     app.include_router(delivery)

@@ -271,12 +271,14 @@ class Engine:
         )
         extension, media_type = request.output_format, OUTPUT_FORMATS[request.output_format][1]
         urls = []
-        kept = len(images) - self.store.knobs.lost_outputs
+        knobs = self.store.knobs
+        kept = len(images) - knobs.lost_outputs
+        base = (knobs.output_base_url or self.store.settings.base_url).rstrip("/")
         for index, image in enumerate(images):
             name = f"{job.id}-out-{index}.{extension}"
             if index < kept:
                 self.store.put_file(name, image, media_type)
-            urls.append(f"{self.store.settings.base_url}/files/{name}")
+            urls.append(f"{base}/files/{name}")
         await self._at(job, 1.0)
         self._set(job, output=urls)
         self.dispatcher.emit(job, "output")

@@ -124,6 +124,10 @@ class Knobs(BaseModel):
     fail_predictions: bool = False
     # The last N outputs of each prediction are listed but gone when fetched (404), as after Replicate's expiry.
     lost_outputs: int = Field(default=0, ge=0, le=4)
+    # Outputs listed at another server's base URL instead of the sandbox's (a foreign host), or served by the
+    # sandbox as a 302 redirect to the same path on another server.
+    output_base_url: str | None = None
+    redirect_outputs_to: str | None = None
     training_seconds: float = Field(default=20.0, gt=0)
     prediction_seconds: float = Field(default=3.0, gt=0)
     webhook_retry_base_seconds: float = Field(default=1.0, ge=0)

@@ -18,6 +18,7 @@ from ecomdream.contracts import journey_id
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import create_payment, journey_state, pay, stranger, wait_stage
 from tests.api.test_training import as_files, info, staged_keys, train
+from tests.fixtures.files import file_server
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
 
@@ -225,6 +226,34 @@ class TestGenerate:
         assert (await info(api, version_id))["info"]["images_left"] == 100
         # The three outputs that were still there had been copied; none of them stays in our bucket.
         assert await staged_keys(stack, f"images/{version_id}/{listed['id']}/") == []
+
+    async def test_an_output_from_an_unexpected_place_fails_the_prompt_free_and_never_gets_the_token(
+        self,
+        api: httpx.AsyncClient,
+        db: AsyncEngine,
+        temporal: Client,
+        stack: Stack,
+        replicate_knobs: httpx.AsyncClient,
+    ) -> None:
+        _, version_id = await ready_model(api, temporal)
+        with file_server() as foreign:
+            # Outputs listed on another host, then outputs the sandbox redirects to that host.
+            for knob in ("output_base_url", "redirect_outputs_to"):
+                await replicate_knobs.post("/_sandbox/config", json={knob: foreign.url})
+                failed = await prompt(api, version_id, amount_images=4)
+                assert failed.status_code == 502, (knob, failed.text)
+                assert failed.json()["message"] == (
+                    "Generation failed: the generated image came from an unexpected place. "
+                    "No images were charged to your quota."
+                )
+                await replicate_knobs.post("/_sandbox/config", json={knob: None})
+            assert foreign.received == [], "the foreign host was never asked, so it never saw our token"
+        listed = (await listing(api, version_id))["prompts"]
+        assert [(p["status"], p["images"]) for p in listed] == [("failed", [])] * 2
+        assert (await info(api, version_id))["info"]["images_left"] == 100
+        for failed_prompt in listed:
+            assert await staged_keys(stack, f"images/{version_id}/{failed_prompt['id']}/") == []
+        assert (await prompt(api, version_id)).status_code == 201, "the sandbox's own outputs are copied"
 
     async def test_a_slow_generation_answers_202_and_finishes_in_the_background(
         self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, replicate_knobs: httpx.AsyncClient
