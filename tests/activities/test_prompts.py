@@ -11,7 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.prompts import PromptActivities, image_prefix
+from activities.prompts import PromptActivities
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import CopiedImage, ImageCopy
 from tests.fixtures.files import TOKEN, Answer, file_server
@@ -34,7 +34,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 def image_copy(*urls: str) -> ImageCopy:
     """A new prompt's outputs."""
-    return ImageCopy(prompt_id=uuid.uuid4(), version_id=uuid.uuid4(), urls=urls)
+    keys = tuple(f"images/{uuid.uuid4().hex}" for _ in urls)
+    return ImageCopy(prompt_id=uuid.uuid4(), version_id=uuid.uuid4(), urls=urls, keys=keys)
 
 
 async def copy_images(activities: PromptActivities, copy: ImageCopy) -> list[CopiedImage]:
@@ -53,7 +54,13 @@ async def refused(activities: PromptActivities, copy: ImageCopy) -> ApplicationE
 
 async def bucket_of(storage: Storage, copy: ImageCopy) -> list[str]:
     """What our bucket keeps of the prompt's images."""
-    return await storage.list_keys(image_prefix(copy.version_id, copy.prompt_id))
+    return [key for prefix in copy.keys for key in await storage.list_keys(prefix)]
+
+
+async def delete_copied(storage: Storage, copy: ImageCopy) -> None:
+    """Remove the test's images."""
+    for prefix in copy.keys:
+        await storage.delete_prefix(prefix)
 
 
 async def test_an_output_on_another_host_fails_the_prompt_and_that_host_hears_nothing(
@@ -94,7 +101,7 @@ async def test_the_token_goes_to_the_delivery_host_and_never_along_a_redirect(
             "the generated image came from an unexpected place",
         )
         assert foreign.received == []
-        await storage.delete_prefix(image_prefix(copy.version_id, copy.prompt_id))
+        await delete_copied(storage, copy)
 
 
 @pytest.mark.parametrize("announced", [False, True], ids=["chunked", "content-length"])
@@ -115,6 +122,6 @@ async def test_an_image_of_exactly_the_cap_is_copied(storage: Storage, http: htt
         copy = image_copy(f"{delivery.url}/0.png")
         (copied,) = await copy_images(activities_for(storage, http, delivery.url, max_bytes=len(IMAGE)), copy)
         assert await bucket_of(storage, copy) == [copied.key]
-        await storage.delete_prefix(image_prefix(copy.version_id, copy.prompt_id))
+        await delete_copied(storage, copy)
         error = await refused(activities_for(storage, http, delivery.url, max_bytes=len(IMAGE) - 1), copy)
         assert error.message == "the generated image is too large"
