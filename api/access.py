@@ -83,11 +83,13 @@ async def payment_of(session: AsyncSession, caller: Caller, payment_id: uuid.UUI
     return payment
 
 
-async def version_of(session: AsyncSession, caller: Caller, version_id: uuid.UUID) -> tuple[Version, Access]:
-    """A model the caller's token opens, and how (owner or share link), else 404."""
+async def version_of(
+    session: AsyncSession, caller: Caller, version_id: uuid.UUID, unknown: str = "Invalid version id"
+) -> tuple[Version, Access]:
+    """A model the caller's token opens, and how (owner or share link), else 404 saying `unknown`."""
     found = await AccessRepository(session).version(version_id, caller.token_digest)
     if found is not None and matches(found.owner_digest, caller.token):
         return found.version, Access.OWNER
     if found is not None and found.shared:
         return found.version, Access.SHARE
-    raise await caller.not_found("Invalid version id")
+    raise await caller.not_found(unknown)

@@ -40,6 +40,10 @@ from ecomdream.repositories.versions import VersionRepository
 
 log = logging.getLogger("ecomdream.api.prompts")
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
+UNKNOWN_PROMPT = (
+    "Unknown prompt id (a prompt answered 202 because it was queued shows here once generation starts; "
+    "one that never does was not run and cost nothing)"
+)
 # Prompt ids of keyed requests derive from the key (see `create_prompt`).
 KEYED_PROMPTS = uuid.UUID("c4a1e7d2-8b3f-4e6a-9c05-1f2d3b4a5e6c")
 
@@ -242,9 +246,6 @@ async def get_prompt(
     """One prompt with its status and images (owner or share token of its model)."""
     row = await PromptRepository(session).one(prompt_id)
     if row is None:
-        raise await caller.not_found(
-            "Unknown prompt id (a prompt answered 202 because it was queued shows here once generation "
-            "starts; one that never does was not run and cost nothing)"
-        )
-    await version_of(session, caller, row["version_id"])
+        raise await caller.not_found(UNKNOWN_PROMPT)
+    await version_of(session, caller, row["version_id"], unknown=UNKNOWN_PROMPT)
     return PromptOne(**(await _public(state.storage, row)).model_dump())

@@ -73,7 +73,9 @@ async def train_version(
     """Upload 5-30 photos (multipart, field `images`); answers once they are checked and the model recorded."""
     class_name = _class_name(class_)
     await _initial_payment(state, caller, payment_id)
-    await state.journeys.check_can_train(payment_id)
+    if idempotency_key(request) is None:
+        # Refuse before reading a large upload; a keyed retry is read first, for it may replay its answer.
+        await state.journeys.check_can_train(payment_id)
     async with state.limits.upload_slot(caller.address):
         upload = await parse_photos(request, _limits(state))
         try:
@@ -108,6 +110,7 @@ async def _train(
         if isinstance(claimed, JSONResponse):
             return claimed
         claim = claimed
+        await state.journeys.check_can_train(payment_id)
     # A keyed upload's id derives from the key: a retry that takes over is the same `train` update.
     upload_id = uuid.uuid5(KEYED_UPLOADS, f"{caller.token_digest}:{key}") if key else uuid.uuid4()
 
