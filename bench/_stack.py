@@ -34,6 +34,7 @@ from ecomdream.contracts.payment import JourneyState
 from ecomdream.contracts.search import JOURNEY_STAGE
 from ecomdream.devstack.processes import ManagedProcess
 from ecomdream.devstack.stack import Stack, StackPorts
+from tests.fixtures.wallet import WALLET
 from workflows.journey import JourneyWorkflow
 
 T = TypeVar("T")
@@ -245,6 +246,8 @@ def api_client(stack: Stack, connections: int, timeout: float) -> httpx.AsyncCli
         base_url=stack.api_url,
         timeout=httpx.Timeout(timeout, connect=30.0),
         limits=pool_limits(connections),
+        # Remembers each customer's access token and sends it, as a storefront would.
+        auth=WALLET,
     )
 
 

@@ -52,6 +52,7 @@ from _stack import (  # noqa: E402
 
 from ecomdream.devstack.stack import Stack  # noqa: E402
 from tests.fixtures.photos import valid_photos  # noqa: E402
+from tests.fixtures.wallet import WALLET  # noqa: E402
 
 SETUP_TIMEOUT_S = 120.0
 CLIENTS = {
@@ -67,7 +68,8 @@ class Phase:
     """One endpoint's load phase and what it measured."""
 
     name: str
-    path: Callable[[int], str]
+    # The i-th request: (path, bearer token or None).
+    path: Callable[[int], tuple[str, str | None]]
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     window: float = 0.0
@@ -86,11 +88,12 @@ class RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str) -> int:
-        """GET path; returns the status code after reading the whole body."""
+    async def get(self, path: str, token: str | None) -> int:
+        """GET path (with the customer's token); returns the status code after reading the whole body."""
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{auth}\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = None
@@ -111,7 +114,7 @@ class RawConnection:
         self.reader = self.writer = None
 
 
-Getter = Callable[[str], Awaitable[int]]
+Getter = Callable[[str, str | None], Awaitable[int]]
 
 
 async def one_client(
@@ -120,11 +123,11 @@ async def one_client(
     """Request back to back until the deadline; only requests started after `measure_from` are recorded."""
     i = first
     while (started := time.perf_counter()) < deadline:
-        path = phase.path(i)
+        path, token = phase.path(i)
         i += step
         error = None
         try:
-            status = await get(path)
+            status = await get(path, token)
             if status != 200:
                 error = f"HTTP {status}"
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError, httpx.HTTPError) as exc:
@@ -143,10 +146,10 @@ def raw_getter(stack: Stack, timeout: float) -> tuple[Getter, Callable[[], None]
     """One raw keep-alive connection: (get, close)."""
     connection = RawConnection("127.0.0.1", stack.ports.api)
 
-    async def get(path: str) -> int:
+    async def get(path: str, token: str | None) -> int:
         try:
             async with asyncio.timeout(timeout):
-                return await connection.get(path)
+                return await connection.get(path, token)
         except BaseException:
             connection.close()
             raise
@@ -183,8 +186,9 @@ async def run_phase(stack: Stack, phase: Phase, args: argparse.Namespace) -> Non
             base_url=stack.api_url, timeout=httpx.Timeout(args.timeout), limits=pool_limits(args.clients)
         ) as client:
 
-            async def get(path: str) -> int:
-                return (await client.get(path)).status_code
+            async def get(path: str, token: str | None) -> int:
+                headers = {"Authorization": f"Bearer {token}"} if token else None
+                return (await client.get(path, headers=headers)).status_code
 
             await asyncio.gather(measure_cpu(), *clients([get] * args.clients))
     else:
@@ -197,8 +201,8 @@ async def run_phase(stack: Stack, phase: Phase, args: argparse.Namespace) -> Non
     phase.window = deadline - measure_from
 
 
-async def setup(stack: Stack, args: argparse.Namespace) -> list[str]:
-    """Ready models with prompts, made through the customer flow; returns their version ids."""
+async def setup(stack: Stack, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Ready models with prompts, made through the customer flow; returns (version id, its token) each."""
     await configure_replicate_sandbox(stack, SANDBOX_SECONDS, SANDBOX_SECONDS)
     temporal = await stack.connect_temporal()
     photos = valid_photos(PHOTO_COUNT)
@@ -218,17 +222,24 @@ async def setup(stack: Stack, args: argparse.Namespace) -> list[str]:
             listed = (await api.get(f"/api/v1/prompts/list/{version_id}", params={"limit": 100})).json()
             if len(listed["prompts"]) != args.prompts:
                 raise StepFailed("setup", f"{version_id} lists {len(listed['prompts'])} prompts")
-    return list(versions)
+    return [(version_id, WALLET.token(version_id)) for version_id in versions]
 
 
-def header(args: argparse.Namespace, versions: Sequence[str]) -> str:
+def with_token(route: str, versions: Sequence[tuple[str, str]], i: int) -> tuple[str, str]:
+    """The i-th request of a customer route: rotate over the models, each with its owner's token."""
+    version_id, token = versions[i % len(versions)]
+    return f"{route}/{version_id}", token
+
+
+def header(args: argparse.Namespace, versions: Sequence[tuple[str, str]]) -> str:
     """What is measured, and the caveat about the shared machine."""
     cores = psutil.cpu_count() or 1
     return f"""\
 ecomdream API load bench: {args.clients} concurrent clients ({CLIENTS[args.client]}), \
 {args.seconds:g} s per endpoint after a {args.warmup:g} s warm-up, endpoints one after another
 data: {len(versions)} ready models x {args.prompts} prompts (1 image each); info and list requests rotate \
-over the models; list uses the default page (limit 20)
+over the models, each request with its owner's `Authorization: Bearer` token (checked on every request); \
+list uses the default page (limit 20)
 NOTE: the load generator runs in this Python process on the same {cores} cores as the API (one uvicorn \
 process), Postgres, Temporal, the worker and S3, so the figures are a floor for what the API can serve;
       the CPU columns show who used the cores during each phase (cores, i.e. 1.00 = one core fully busy).
@@ -287,13 +298,9 @@ async def bench(stack: Stack, args: argparse.Namespace) -> int:
     print(f"setup: {len(versions)} models x {args.prompts} prompts in {time.perf_counter() - started:.1f} s")
     print(header(args, versions), flush=True)
     phases = [
-        Phase("GET /health", lambda i: "/health"),
-        Phase(
-            "GET /api/v1/versions/info/{id}", lambda i: f"/api/v1/versions/info/{versions[i % len(versions)]}"
-        ),
-        Phase(
-            "GET /api/v1/prompts/list/{id}", lambda i: f"/api/v1/prompts/list/{versions[i % len(versions)]}"
-        ),
+        Phase("GET /health", lambda i: ("/health", None)),
+        Phase("GET /api/v1/versions/info/{id}", lambda i: with_token("/api/v1/versions/info", versions, i)),
+        Phase("GET /api/v1/prompts/list/{id}", lambda i: with_token("/api/v1/prompts/list", versions, i)),
     ]
     for phase in phases:
         print(f"loading {phase.name} ...", file=sys.stderr, flush=True)

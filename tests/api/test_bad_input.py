@@ -28,6 +28,7 @@ from tests.api.helpers import create_payment, journey_state
 from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, paid_payment, sign_replicate, staged_keys, train
 from tests.fixtures.photos import photo, valid_photos
+from tests.fixtures.wallet import WALLET
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 MB = 1024 * 1024
@@ -99,7 +100,7 @@ def train_url(payment_id: str) -> str:
 @pytest.fixture(scope="module")
 async def module_api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """An API client shared by the module-scoped fixtures."""
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, auth=WALLET) as client:
         yield client
 
 

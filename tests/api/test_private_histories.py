@@ -23,6 +23,7 @@ from tests.api.test_training import as_files, info, train
 from tests.fixtures.payloads import payloads_in
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
+from tests.fixtures.wallet import WALLET
 
 PROMPT = "my grandmother Ingeborg waving from the Bergen ferry"
 PHOTO_NAMES = [f"ingeborg-{place}.jpg" for place in ("garden", "kitchen", "ferry", "church", "birthday")]
@@ -50,7 +51,7 @@ async def journey_with_a_prompt(api: httpx.AsyncClient, temporal: Client) -> tup
 @pytest.fixture(scope="module")
 async def workflows(stack: Stack, temporal: Client) -> AsyncIterator[tuple[str, str]]:
     """(journey id, prompt workflow id) of one customer's journey."""
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, auth=WALLET) as api:
         yield await journey_with_a_prompt(api, temporal)
 
 

@@ -38,6 +38,7 @@ from tests.faults.helpers import (
 )
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.stack import eventually
+from tests.fixtures.wallet import WALLET
 
 TRAININGS = 3
 # The faults last until every training has been submitted and the first prompt generated, at most this long:
@@ -142,7 +143,7 @@ class FaultRun:
 async def fault_run(stack: Stack, temporal: Client, db_engine: AsyncEngine) -> AsyncIterator[FaultRun]:
     """Three journeys train and five prompts generate while Replicate fails half of all calls."""
     async with (
-        httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api,
+        httpx.AsyncClient(base_url=stack.api_url, timeout=30, auth=WALLET) as api,
         httpx.AsyncClient(base_url=stack.replicate_url, timeout=10) as knobs,
     ):
         original = (await knobs.get("/_sandbox/config")).json()

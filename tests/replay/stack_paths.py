@@ -30,6 +30,7 @@ from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, paid_payment, train
 from tests.fixtures.photos import truncated_jpeg, valid_photos
 from tests.fixtures.stack import TEST_PACE, eventually
+from tests.fixtures.wallet import WALLET
 from tests.replay.archive import save
 from workflows.addon import AddonWorkflow
 from workflows.journey import JourneyWorkflow
@@ -283,7 +284,7 @@ async def record(stack: Stack, label: str, only: set[str]) -> None:
     temporal = await stack.connect_temporal()
     decode = stack.secrets.payload_codec().decode
     async with (
-        httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api,
+        httpx.AsyncClient(base_url=stack.api_url, timeout=60, auth=WALLET) as api,
         httpx.AsyncClient(base_url=stack.stripe_url, timeout=30) as stripe,
         httpx.AsyncClient(base_url=stack.replicate_url, timeout=30) as replicate,
     ):
