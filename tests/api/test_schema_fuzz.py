@@ -32,6 +32,7 @@ from temporalio.client import Client
 
 from ecomdream.devstack.stack import Stack
 from tests.api.test_prompts import prompt, ready_model
+from tests.fixtures.wallet import WALLET
 
 EXAMPLES_PER_RUN = 25
 REQUEST_TIMEOUT_S = 5.0
@@ -51,6 +52,10 @@ WITH_INPUT = [
     ("POST", "/api/v1/prompts/create/{version_id}"),
     ("GET", "/api/v1/prompts/list/{version_id}"),
     ("GET", "/api/v1/prompts/{prompt_id}"),
+    ("POST", "/api/v1/payments/{payment_id}/token"),
+    ("POST", "/api/v1/versions/{version_id}/shares"),
+    ("GET", "/api/v1/versions/{version_id}/shares"),
+    ("DELETE", "/api/v1/versions/{version_id}/shares/{share_id}"),
 ]
 # Read-only operations fuzzed a second time with ids that exist, so real 200 bodies are validated too.
 WITH_KNOWN_IDS = [
@@ -89,11 +94,16 @@ def live_schema(stack: Stack) -> BaseSchema:
 @pytest.fixture(scope="module")
 async def known_ids(stack: Stack, temporal: Client) -> AsyncIterator[dict[str, str]]:
     """A paid payment with a ready model and one finished prompt."""
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, auth=WALLET) as api:
         payment_id, version_id = await ready_model(api, temporal)
         response = await prompt(api, version_id)
         assert response.status_code == 201, response.text
-        yield {"payment_id": payment_id, "version_id": version_id, "prompt_id": response.json()["prompt_id"]}
+        yield {
+            "payment_id": payment_id,
+            "version_id": version_id,
+            "prompt_id": response.json()["prompt_id"],
+            "token": WALLET.token(payment_id),
+        }
 
 
 def fuzz(
@@ -103,6 +113,7 @@ def fuzz(
     path: str,
     mode: GenerationMode,
     path_parameters: dict[str, Any] | None = None,
+    token: str | None = None,
 ) -> None:
     """Run one bounded, deterministic Hypothesis campaign against one operation."""
     operation = schema[path][method]
@@ -119,7 +130,8 @@ def fuzz(
     )
     @given(case=strategy)
     def campaign(case: Case[Any]) -> None:
-        case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=REQUEST_TIMEOUT_S, headers=headers)
 
     started = time.monotonic()
     campaign()
@@ -162,4 +174,5 @@ def test_read_operations_with_ids_that_exist(
         path,
         GenerationMode.POSITIVE,
         path_parameters={param: known_ids[param]},
+        token=known_ids["token"],
     )
