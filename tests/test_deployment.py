@@ -332,6 +332,7 @@ class TestComposeStructure:
             "postgres": "/var/lib/postgresql/data",
             "minio": "/data",
             "prometheus": "/prometheus",
+            "alertmanager": "/alertmanager",
             "grafana": "/var/lib/grafana",
         }
         for name, path in data_dirs.items():
@@ -357,6 +358,7 @@ class TestPortsAndImages:
             "api": "127.0.0.1:8000:8000",
             "temporal-ui": "127.0.0.1:8080:8080",
             "prometheus": "127.0.0.1:9090:9090",
+            "alertmanager": "127.0.0.1:9093:9093",
             "grafana": "127.0.0.1:3000:3000",
         }
         for name, port in expected.items():
@@ -715,9 +717,12 @@ class TestObservability:
         providers = repo_path_of(grafana, "/etc/grafana/provisioning/dashboards")
         assert datasources is not None
         assert providers is not None
-        (source,) = [ds for f in datasources.glob("*.yml") for ds in load_yaml(f)["datasources"]]
-        assert source["type"] == "prometheus"
-        assert urlsplit(source["url"]).hostname == "prometheus"
+        sources = {ds["type"]: ds for f in datasources.glob("*.yml") for ds in load_yaml(f)["datasources"]}
+        assert set(sources) == {"prometheus", "alertmanager"}
+        assert urlsplit(sources["prometheus"]["url"]).hostname == "prometheus"
+        alertmanager = urlsplit(sources["alertmanager"]["url"])
+        assert alertmanager.hostname == "alertmanager"
+        assert f"127.0.0.1:{alertmanager.port}:{alertmanager.port}" in services["alertmanager"]["ports"]
         (provider,) = [p for f in providers.glob("*.yml") for p in load_yaml(f)["providers"]]
         assert repo_path_of(grafana, provider["options"]["path"]) == DASHBOARD.parent
 
