@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.deps import StateDep
+from ecomdream.metrics import DEPENDENCY_UP
 
 router = APIRouter(tags=["health"])
 
@@ -68,6 +69,8 @@ async def ready(state: StateDep) -> JSONResponse:
         _check(state.storage.ping()),
     )
     errors = {name: err for name, err in zip(names, results, strict=True) if err is not None}
+    for name in names:
+        DEPENDENCY_UP.labels(name).set(0 if name in errors else 1)
     settings = state.settings
     body = ReadyPublic(
         code=503 if errors else 200,
