@@ -16,6 +16,7 @@ from ecomdream.clients.temporal import connect_from_settings
 from ecomdream.config import Settings
 from ecomdream.contracts import REPLICATE_TASK_QUEUE
 from workflows import WORKFLOWS
+from workflows.metrics import start_at_zero
 
 log = logging.getLogger("ecomdream.worker")
 
@@ -39,7 +40,10 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Poll both task queues until stop is set, then finish in-flight tasks and exit."""
-    client = await connect_from_settings(settings, runtime=metrics_runtime(settings))
+    runtime = metrics_runtime(settings)
+    client = await connect_from_settings(settings, runtime=runtime)
+    if runtime is not None:
+        start_at_zero(runtime.metric_meter, settings.temporal_namespace, settings.temporal_task_queue)
     async with AsyncExitStack() as stack:
         activities = await build_activities(settings, stack)
         main = Worker(

@@ -44,8 +44,21 @@ def destination_name(version_id: object) -> str:
     return f"ecomdream-{version_id}"
 
 
+def status_class(status: int | None) -> str:
+    """A Replicate error's status as a metric label: `429` (throttled), `4xx`, `5xx` or `unknown`."""
+    if status is None:
+        return "unknown"
+    return "429" if status == 429 else f"{status // 100}xx"
+
+
 def _reraise(error: ReplicateError) -> NoReturn:
-    """Let a transient error be retried as it is; turn a refusal into a non-retryable failure."""
+    """Let a transient error be retried as it is; turn a refusal into a non-retryable failure.
+
+    Either way it is counted (worker metrics endpoint, with the activity's type and task queue).
+    """
+    activity.metric_meter().create_counter(
+        "ecomdream_replicate_errors", "Replicate API errors that reached an activity, by status"
+    ).add(1, {"status": status_class(error.status)})
     if is_transient(error):
         raise error
     raise ApplicationError(

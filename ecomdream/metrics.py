@@ -1,11 +1,11 @@
-"""API-side Prometheus metrics: HTTP traffic by route template (never raw paths with ids) and webhooks."""
+"""API-side Prometheus metrics: HTTP traffic by route template (never raw paths with ids), webhooks, readiness."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,6 +17,14 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 WEBHOOKS = Counter("ecomdream_webhooks", "Webhook deliveries received, by outcome", ["provider", "outcome"])
+# An alert watches these for an increase, which a series born at 1 never shows: they start at 0.
+for _provider in ("stripe", "replicate"):
+    WEBHOOKS.labels(_provider, "bad_signature")
+DEPENDENCY_UP = Gauge(
+    "ecomdream_dependency_up",
+    "Whether the dependency answered the latest /ready check (1) or not (0)",
+    ["dependency"],
+)
 
 
 def route_template(request: Request) -> str:

@@ -22,6 +22,7 @@ from ecomdream.codec.keys import new_key
 from ecomdream.contracts import REPLICATE_TASK_QUEUE
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
 from ecomdream.db.migrate import MIGRATIONS_DIR
+from tests.promql import PROMETHEUS_SERIES, promql_metric_names
 from worker import GRACEFUL_SHUTDOWN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,20 +70,20 @@ APP_METRICS = {
     "ecomdream_images_generated_total",
     "ecomdream_refunds_total",
     "ecomdream_webhooks_total",
+    "ecomdream_dependency_up",
+    "ecomdream_operator_attention_total",
+    "ecomdream_deadlines_missed_total",
+    "ecomdream_replicate_errors_total",
+    "ecomdream_payments_total",
 }
 TEMPORAL_SDK_METRICS = {
     "temporal_workflow_completed_total",
     "temporal_activity_execution_failed_total",
     "temporal_workflow_task_schedule_to_start_latency_bucket",
     "temporal_activity_schedule_to_start_latency_bucket",
+    "temporal_long_request_total",
+    "temporal_workflow_task_execution_failed_total",
 }
-# PromQL words that look like identifiers but are not metric names.
-PROMQL_WORDS = {
-    "sum", "avg", "min", "max", "count", "topk", "bottomk", "quantile", "stddev", "group",
-    "rate", "irate", "increase", "delta", "deriv", "histogram_quantile", "clamp_min", "clamp_max", "abs",
-    "round", "vector", "scalar", "time", "label_replace", "sort", "sort_desc", "absent",
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
-}  # fmt: skip
 SECRET_VALUE = re.compile(
     r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9+/=]{16,}|\br8_[A-Za-z0-9]{16,}"
 )
@@ -197,16 +198,6 @@ def shell_commands(script: Path) -> list[list[str]]:
         if stripped and not stripped.startswith("#"):
             commands.append(shlex.split(stripped, comments=True))
     return commands
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """Metric names an expression selects: strings, label matchers, ranges and grouping labels removed."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    expr = re.sub(r"\b\d+(?:\.\d+)?(?:[eE][+-]?\d+)?\b", "", expr)
-    return {token for token in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr) if token not in PROMQL_WORDS}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -372,6 +363,7 @@ class TestComposeStructure:
             "postgres": "/var/lib/postgresql/data",
             "minio": "/data",
             "prometheus": "/prometheus",
+            "alertmanager": "/alertmanager",
             "grafana": "/var/lib/grafana",
         }
         for name, path in data_dirs.items():
@@ -398,6 +390,7 @@ class TestPortsAndImages:
             "temporal-ui": "127.0.0.1:8080:8080",
             "codec-server": "127.0.0.1:8234:8234",
             "prometheus": "127.0.0.1:9090:9090",
+            "alertmanager": "127.0.0.1:9093:9093",
             "grafana": "127.0.0.1:3000:3000",
         }
         for name, port in expected.items():
@@ -810,9 +803,12 @@ class TestObservability:
         providers = repo_path_of(grafana, "/etc/grafana/provisioning/dashboards")
         assert datasources is not None
         assert providers is not None
-        (source,) = [ds for f in datasources.glob("*.yml") for ds in load_yaml(f)["datasources"]]
-        assert source["type"] == "prometheus"
-        assert urlsplit(source["url"]).hostname == "prometheus"
+        sources = {ds["type"]: ds for f in datasources.glob("*.yml") for ds in load_yaml(f)["datasources"]}
+        assert set(sources) == {"prometheus", "alertmanager"}
+        assert urlsplit(sources["prometheus"]["url"]).hostname == "prometheus"
+        alertmanager = urlsplit(sources["alertmanager"]["url"])
+        assert alertmanager.hostname == "alertmanager"
+        assert f"127.0.0.1:{alertmanager.port}:{alertmanager.port}" in services["alertmanager"]["ports"]
         (provider,) = [p for f in providers.glob("*.yml") for p in load_yaml(f)["providers"]]
         assert repo_path_of(grafana, provider["options"]["path"]) == DASHBOARD.parent
 
@@ -821,7 +817,7 @@ class TestObservability:
         assert panels
         ids = [panel["id"] for panel in dashboard["panels"]]
         assert len(ids) == len(set(ids))
-        allowed = APP_METRICS | TEMPORAL_SDK_METRICS
+        allowed = APP_METRICS | TEMPORAL_SDK_METRICS | PROMETHEUS_SERIES
         for panel in panels:
             assert panel["targets"], panel["title"]
             assert panel["datasource"]["uid"] == "prometheus", panel["title"]
@@ -839,6 +835,16 @@ class TestObservability:
             for name in promql_metric_names(target["expr"])
         }
         assert APP_METRICS | TEMPORAL_SDK_METRICS <= queried
+
+    def test_dashboard_shows_firing_alerts_and_their_history(self, dashboard: dict[str, Any]) -> None:
+        alert_panels = [
+            panel
+            for panel in dashboard["panels"]
+            for target in panel.get("targets", [])
+            if "ALERTS" in promql_metric_names(target["expr"])
+        ]
+        assert {panel["type"] for panel in alert_panels} >= {"table", "state-timeline"}
+        assert all(panel["gridPos"]["y"] <= 1 for panel in alert_panels), "alerts come first"
 
     def test_sdk_counter_names_match_the_worker_runtime(self) -> None:
         # The dashboard's `temporal_*_total` names exist only while the worker exports counters with the suffix.

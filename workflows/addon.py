@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts.refusals import Refusal, refuse
     from ecomdream.contracts.search import JOURNEY_STAGE, NEEDS_OPERATOR, PAYMENT_ID, PLAN_NAME, VERSION_ID
 
+from workflows import metrics
 from workflows.checkout import Checkout, refund
 from workflows.escalation import Escalation
 
@@ -62,6 +63,7 @@ class AddonWorkflow:
             PaymentUpdate(payment_id=addon.payment_id, status=outcome.ledger_status, at=workflow.now()),
             summary=f"record payment {outcome.ledger_status}",
         )
+        metrics.payment("addon", outcome.value)
         if outcome is not CheckoutOutcome.PAID:
             stage = STAGE_OF[outcome]
             self._enter(stage, f"Ended without payment: {stage.value}")
@@ -130,6 +132,7 @@ class AddonWorkflow:
         """An operator must act (searchable as `NeedsOperator`)."""
         if self.attention is not attention:
             self.attention = attention
+            metrics.operator_attention(attention.value)
             workflow.upsert_search_attributes([NEEDS_OPERATOR.value_set(attention.value)])
 
     def clear(self, attention: Attention) -> None:

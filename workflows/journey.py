@@ -288,6 +288,7 @@ class JourneyWorkflow:
             )
             if self.checkout.outcome is outcome:
                 break
+        metrics.payment("plan", outcome.value)
         if outcome is CheckoutOutcome.PAID:
             self.record.update(images_quota=self.record.state.images_quota or self.record.state.plan.images)
         if outcome is CheckoutOutcome.CANCELLED:

@@ -141,7 +141,8 @@ class PromptWorkflow:
             status = await webhook_or_poll(delivered, poll)
             assert status is not None, "a prediction's wait is never interrupted"
             return status
-        except ActivityError:
+        except ActivityError as err:
+            metrics.deadline_missed("prediction", err)
             await workflow.execute_activity_method(
                 PredictionActivities.cancel_prediction,
                 created.prediction_id,

@@ -59,6 +59,7 @@ class JourneyRecord:
     def flag(self, attention: Attention) -> None:
         """An operator must act (searchable as `NeedsOperator`)."""
         if self.state.attention is not attention:
+            metrics.operator_attention(attention.value)
             workflow.upsert_search_attributes([NEEDS_OPERATOR.value_set(attention.value)])
             self.update(attention=attention)
 

@@ -219,7 +219,8 @@ class TrainingRun:
         )
         try:
             status = await webhook_or_poll(lambda: self.webhook_result, poll, lambda: self._cancelled)
-        except ActivityError:
+        except ActivityError as err:
+            metrics.deadline_missed("training", err)
             await _cancel_at_replicate(training_id)
             return _failed("Training did not finish in time", training_id)
         if status is None:

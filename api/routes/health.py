@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.deps import StateDep
+from ecomdream.metrics import DEPENDENCY_UP
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("ecomdream.api.health")
@@ -75,6 +76,8 @@ async def ready(state: StateDep) -> JSONResponse:
     probes = {"postgres": postgres(), "temporal": temporal(), "s3": state.storage.ping()}
     results = await asyncio.gather(*(_check(name, probe) for name, probe in probes.items()))
     errors = {name: err for name, err in zip(probes, results, strict=True) if err is not None}
+    for name in probes:
+        DEPENDENCY_UP.labels(name).set(0 if name in errors else 1)
     settings = state.settings
     body = ReadyPublic(
         code=503 if errors else 200,

@@ -25,7 +25,7 @@ from temporalio.client import Client
 from ecomdream.config import Settings
 from ecomdream.contracts import journey_id
 from ecomdream.devstack.stack import Stack
-from tests.api.helpers import wait_stage
+from tests.api.helpers import journey_state, wait_stage
 from tests.api.test_prompts import prompt, ready_model
 from tests.api.test_training import as_files, info, paid_payment
 from tests.faults.helpers import (
@@ -92,8 +92,9 @@ async def generate(api: httpx.AsyncClient, version_id: str, amount: int) -> dict
     return {"id": prompt_id, "marker": marker, "amount": amount, "version_id": version_id, "final": done}
 
 
-async def start_training(api: httpx.AsyncClient, payment_id: str) -> str:
-    """Upload photos; the answer comes once Replicate accepted the training (retries included)."""
+async def start_training(api: httpx.AsyncClient, temporal: Client, payment_id: str) -> str:
+    """Upload photos, then wait until the journey has submitted the training to Replicate (retries included:
+    the upload is answered once the photos are accepted, before the zip and the submission)."""
     started = await api.post(
         f"/api/v1/versions/train/{payment_id}",
         params={"class": "sneaker"},
@@ -101,6 +102,9 @@ async def start_training(api: httpx.AsyncClient, payment_id: str) -> str:
         timeout=170,
     )
     assert started.status_code == 201, started.text
+    await eventually(
+        lambda: journey_state(temporal, payment_id), lambda s: s.training_id is not None, within=170
+    )
     return str(started.json()["version_id"])
 
 
@@ -160,7 +164,7 @@ async def run_with_faults(api: httpx.AsyncClient, temporal: Client, knobs: httpx
     faulty = {"error_rate": 0.5, "error_status": [429, 500, 503]}
     assert (await knobs.post("/_sandbox/config", json=faulty)).status_code == 200
     since = time.time()
-    trainings = [asyncio.create_task(start_training(api, payment_id)) for payment_id in payments]
+    trainings = [asyncio.create_task(start_training(api, temporal, payment_id)) for payment_id in payments]
     first_prompt = asyncio.create_task(generate(api, model_version, 1))
     await asyncio.wait([*trainings, first_prompt], timeout=FAULT_WINDOW_S)
     faults_until = time.time()
