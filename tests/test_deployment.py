@@ -91,6 +91,8 @@ SECRET_VALUE = re.compile(
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 # Variables and environment keys named like these hold a secret: compose requires them, never defaults them.
 SECRET_NAME = re.compile(r"(PASSWORD|PWD|SECRET|TOKEN|KEY)$")
+# Alert receivers are optional (OPERATIONS.md, "Alerts"): a team may use Telegram, a webhook, or neither.
+OPTIONAL_SECRETS = frozenset({"TELEGRAM_BOT_TOKEN"})
 PROVIDER_SECRETS = {
     "ECOMDREAM_STRIPE_API_KEY",
     "ECOMDREAM_STRIPE_WEBHOOK_SECRET",
@@ -668,6 +670,12 @@ class TestSecrets:
         found = secret_references(COMPOSE_FILE.read_text())
         assert found, "the stack has passwords"
         for name, op, message in found:
+            if name in OPTIONAL_SECRETS:
+                # An alert receiver a team may not use: unset means "not used", never a default value.
+                assert (op, message) == (":-", ""), (
+                    f"${{{name}{op}{message}}}: an optional secret has no default"
+                )
+                continue
             # `:?` stops `docker compose up` when the variable is unset or empty, printing the message.
             assert op == ":?", f"${{{name}{op}{message}}}: a secret must not have a default"
             assert f"set {name} in .env (" in message, name
@@ -678,7 +686,9 @@ class TestSecrets:
             if isinstance(raw, list):
                 raw = dict(item.partition("=")[::2] for item in raw)
             for key, value in raw.items():
-                if SECRET_NAME.search(key):
+                if SECRET_NAME.search(key) and key in OPTIONAL_SECRETS:
+                    assert str(value) == f"${{{key}:-}}", f"{name}.{key}: unset or from .env, nothing else"
+                elif SECRET_NAME.search(key):
                     required = [m for m in VARIABLE.finditer(str(value)) if m.group("op") == ":?"]
                     assert len(required) == 1, f"{name}.{key}: one required variable"
                     assert VARIABLE.sub("", str(value)) == "", f"{name}.{key}: nothing literal beside it"

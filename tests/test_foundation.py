@@ -13,7 +13,16 @@ from ecomdream.db.migrate import downgrade, upgrade
 from ecomdream.devstack.stack import Stack
 from tests.fixtures.stack import eventually
 
-TABLES = {"plans", "payments", "versions", "prompts", "images", "quota_grants"}
+TABLES = {
+    "plans",
+    "payments",
+    "versions",
+    "prompts",
+    "images",
+    "quota_grants",
+    "shares",
+    "idempotent_requests",
+}
 
 
 async def _tables(url: str) -> set[str]:

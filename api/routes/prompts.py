@@ -230,8 +230,9 @@ async def list_prompts(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PromptsPublic:
     """A model's prompts with their images, newest first, paginated by cursor (owner or share token)."""
+    after = _decode_cursor(cursor)
     await version_of(session, caller, version_id)
-    rows = await PromptRepository(session).page(version_id, limit, _decode_cursor(cursor))
+    rows = await PromptRepository(session).page(version_id, limit, after)
     if rows is None:
         raise await caller.not_found("Invalid version id")
     prompts = [await _public(state.storage, row) for row in rows]

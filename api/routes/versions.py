@@ -73,10 +73,10 @@ async def train_version(
     """Upload 5-30 photos (multipart, field `images`); answers once they are checked and the model recorded."""
     class_name = _class_name(class_)
     await _initial_payment(state, caller, payment_id)
-    if idempotency_key(request) is None:
-        # Refuse before reading a large upload; a keyed retry is read first, for it may replay its answer.
-        await state.journeys.check_can_train(payment_id)
     async with state.limits.upload_slot(caller.address):
+        if idempotency_key(request) is None:
+            # Refuse before reading a large upload; a keyed retry is read first, for it may replay its answer.
+            await state.journeys.check_can_train(payment_id)
         upload = await parse_photos(request, _limits(state))
         try:
             return await _train(state, caller, payment_id, class_name, request, upload)

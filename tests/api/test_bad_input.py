@@ -105,6 +105,22 @@ async def module_api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
+async def visitor(module_api: httpx.AsyncClient) -> str:
+    """The token of a customer who owns none of the ids these tests make up."""
+    created = (await module_api.post("/api/v1/payments/create", json={"plan_id": 1})).json()
+    return str(created["access_token"])
+
+
+@pytest.fixture
+async def api(stack: Stack, visitor: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The customer's client; requests about made-up ids carry a real token, so the input is what is judged."""
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, timeout=30, auth=WALLET.with_fallback(visitor)
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
 async def shared_paid(module_api: httpx.AsyncClient, temporal: Client) -> str:
     """A paid payment waiting for photos, for uploads that must be refused (so it stays waiting)."""
     return await paid_payment(module_api, temporal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def main() -> None:
     failure = asyncio.run(replay(workflows.WORKFLOWS, history))
     report = {"workflows": workflows.__file__, "failure": None if failure is None else str(failure)}
     sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    # The report is out; skip interpreter teardown, during which the Temporal core's native threads can
+    # abort the process ("PyGILState_Release ... finalizing") and turn a finished replay into a crash.
+    os._exit(0)
 
 
 if __name__ == "__main__":
