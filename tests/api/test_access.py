@@ -372,6 +372,47 @@ def new_address() -> str:
     return f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
 
 
+class SlowUpload:
+    """An upload whose body never finishes: its request is in flight until the connection closes.
+
+    A raw connection, because an HTTP client reads no answer before it has sent the whole body, and the
+    test must see an answer that comes early (a refusal).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def start(cls, base: httpx.URL, path: str, headers: dict[str, str]) -> SlowUpload:
+        """Send the headers and the first bytes of a multipart body, and no more."""
+        assert base.host is not None
+        assert base.port is not None
+        reader, writer = await asyncio.open_connection(base.host, base.port)
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {base.host}:{base.port}",
+            "Content-Type: multipart/form-data; boundary=slow",
+            "Transfer-Encoding: chunked",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        first = b"--slow\r\n"
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def answered(self) -> bool:
+        """Whether the server already answered (refused) it."""
+        try:
+            return bool(await asyncio.wait_for(self.reader.read(1), timeout=0.05))
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        """Hang up: the server drops the upload and frees its slot."""
+        self.writer.close()
+
+
 class TestLimits:
     async def test_checkouts_past_the_limit_answer_429_while_public_reads_go_on(
         self, limited: httpx.AsyncClient, db: AsyncEngine
@@ -415,40 +456,33 @@ class TestLimits:
         self, limited: httpx.AsyncClient, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client
     ) -> None:
         payment_id = await paid_payment(api, temporal)
-        boundary = "ecomdream-slow-upload"
-        headers = (
-            forwarded_for(new_address())
-            | bearer(WALLET.token(payment_id))
-            | {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        )
-        release = asyncio.Event()
+        address = new_address()
+        auth = forwarded_for(address) | bearer(WALLET.token(payment_id))
+        url = httpx.URL(str(limited.base_url))
+        held = await SlowUpload.start(url, f"/api/v1/versions/train/{payment_id}?class=mug", auth)
 
-        async def slow_body() -> AsyncIterator[bytes]:
-            yield f"--{boundary}\r\n".encode()
-            await release.wait()  # the upload stays in flight until the test lets it end
-            part = 'Content-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\nx\r\n'
-            yield f"{part}--{boundary}--\r\n".encode()
-
-        # Two uploads in flight from one address, the limit is one: whichever comes second is refused at once.
-        uploads = [
-            asyncio.create_task(
-                limited.post(
-                    f"/api/v1/versions/train/{payment_id}?class=mug", content=slow_body(), headers=headers
-                )
+        async def another_upload() -> httpx.Response:
+            nonlocal held
+            if await held.answered():
+                # The slow upload came while another one held the slot, and was refused: start it again.
+                held.close()
+                held = await SlowUpload.start(url, f"/api/v1/versions/train/{payment_id}?class=mug", auth)
+            # Four photos: while the slow upload does not hold its slot yet, this is refused as too few.
+            return await limited.post(
+                f"/api/v1/versions/train/{payment_id}",
+                params={"class": "mug"},
+                files=as_files(valid_photos(4)),
+                headers=auth,
             )
-            for _ in range(2)
-        ]
+
         try:
-            done, _ = await asyncio.wait(uploads, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            assert done, "one of two uploads in flight from one address is refused"
-            refused = done.pop().result()
-            assert refused.status_code == 429, refused.text
+            refused = await eventually(another_upload, lambda r: r.status_code == 429, within=30)
             assert int(refused.headers["retry-after"]) > 0
             assert "uploads in progress" in refused.json()["message"]
         finally:
-            release.set()
-        answers = sorted(r.status_code for r in await asyncio.gather(*uploads))
-        assert answers == [400, 429], "the one in flight ends (too few photos) and frees its slot"
+            held.close()
+        freed = await eventually(another_upload, lambda r: r.status_code != 429, within=30)
+        assert freed.status_code == 400, "once the slow upload is gone, its slot is free again"
         after = await train(api, payment_id, as_files(valid_photos(5)))
         assert after.status_code == 201
 
