@@ -72,15 +72,17 @@ def plan_terms(plan: Plan) -> PlanTerms:
     responses={**KEYED_RESPONSES, 401: AUTH_RESPONSES[401], 503: {}},
 )
 async def create_payment(
-    body: PaymentCreate, request: Request, state: StateDep, session: ReadSessionDep, caller: OptionalCallerDep
+    body: PaymentCreate, request: Request, state: StateDep, caller: OptionalCallerDep
 ) -> JSONResponse:
     """Open a Stripe checkout for a plan. An initial plan answers the customer's `access_token` (shown once);
     an add-on pack (`version_id`) is bought with that model's token and issues none."""
-    plan = await PlanRepository(session).get(body.plan_id)
-    if plan is None or plan.is_deprecated:
-        raise InvalidRequest("Invalid plan id")
+    # A short read: no database connection is held while the workflow opens the checkout.
+    async with state.read_sessionmaker() as session:
+        plan = await PlanRepository(session).get(body.plan_id)
+        if plan is None or plan.is_deprecated:
+            raise InvalidRequest("Invalid plan id")
+        target = None if plan.is_init else await _addon_target(session, caller, body.version_id)
     address = state.limits.address(request)
-    target = None if plan.is_init else await _addon_target(session, caller, body.version_id)
     scope = caller.token_digest if target and caller else digest(f"address:{address}")
     key = idempotency_key(request)
     claim: Claim | None = None
