@@ -13,7 +13,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities, training_zip_key
     from activities.records import RecordActivities
     from activities.replicate import ReplicateActivities
-    from ecomdream.contracts import REPLICATE_TASK_QUEUE, staging_prefix
+    from ecomdream.contracts import (
+        REPLICATE_CREATE_TASK_QUEUE,
+        REPLICATE_READ_TASK_QUEUE,
+        staging_prefix,
+    )
     from ecomdream.contracts.payment import JourneyStage
     from ecomdream.contracts.refusals import Refusal, refuse, training_refusal
     from ecomdream.contracts.search import VERSION_ID
@@ -41,7 +45,6 @@ from workflows.policies import (
     abandon,
     customer_reason,
     failure_type,
-    polling,
 )
 from workflows.record import JourneyRecord
 from workflows.waiting import webhook_or_poll
@@ -191,7 +194,7 @@ class TrainingRun:
                     class_name=self.request.class_name,
                     trigger_token=state.trigger_token or TRIGGER_TOKEN,
                 ),
-                task_queue=REPLICATE_TASK_QUEUE,
+                task_queue=REPLICATE_CREATE_TASK_QUEUE,
                 start_to_close_timeout=REPLICATE_TIMEOUT,
                 retry_policy=VENDOR_RETRY,
                 summary="start the training on Replicate",
@@ -205,20 +208,19 @@ class TrainingRun:
         return await self._watch(submitted.training_id)
 
     async def _watch(self, training_id: str) -> TrainingStatus:
-        """The training's end: webhook, or polling when webhooks are lost; cancelled at the deadline."""
-        assert self.request is not None
+        """The training's end: its webhook, or polls once it is overdue; cancelled at the deadline."""
+        request = self.request
+        assert request is not None
         assert self.record.state.version_id is not None
-        poll = workflow.start_activity_method(
-            ReplicateActivities.poll_training,
-            TrainingPoll(version_id=self.record.state.version_id, training_id=training_id),
-            task_queue=REPLICATE_TASK_QUEUE,
-            start_to_close_timeout=REPLICATE_TIMEOUT,
-            schedule_to_close_timeout=timedelta(seconds=self.request.deadline_seconds),
-            retry_policy=polling(timedelta(seconds=self.request.poll_seconds)),
-            summary="watch the training (fallback for lost webhooks)",
-        )
         try:
-            status = await webhook_or_poll(lambda: self.webhook_result, poll, lambda: self._cancelled)
+            status = await webhook_or_poll(
+                lambda: self.webhook_result,
+                ReplicateActivities.poll_training,
+                TrainingPoll(version_id=self.record.state.version_id, training_id=training_id),
+                request,
+                what="training",
+                interrupted=lambda: self._cancelled,
+            )
         except ActivityError:
             await _cancel_at_replicate(training_id)
             return _failed("Training did not finish in time", training_id)
@@ -402,7 +404,7 @@ async def _cancel_at_replicate(training_id: str) -> None:
     await workflow.execute_activity_method(
         ReplicateActivities.cancel_training,
         training_id,
-        task_queue=REPLICATE_TASK_QUEUE,
+        task_queue=REPLICATE_READ_TASK_QUEUE,
         start_to_close_timeout=REPLICATE_TIMEOUT,
         retry_policy=VENDOR_RETRY,
         summary="cancel the training",
