@@ -66,7 +66,7 @@ PHOTOS_LOST = (
 class TrainingRun:
     """One journey's training: the `train` update hands it photos; `run` turns them into a model.
 
-    Its state is the request, the lock of the photo check, the webhook's result, an operator's retry and
+    Its state is the request, the lock of the photo check, the webhooks' results, an operator's retry and
     the journey's cancel (on the record); the deadline and the retry window come with the request.
     """
 
@@ -75,7 +75,9 @@ class TrainingRun:
         self.ledger = ledger
         self.request: TrainRequest | None = None
         self.checking = False
-        self.webhook_result: TrainingStatus | None = None
+        # Ends reported by webhooks, by training id: one may arrive before the workflow has heard the
+        # create's answer, and an old training's late duplicate must not end a retried one.
+        self.webhook_results: dict[str, TrainingStatus] = {}
         self.retry_reason: str | None = None
         self.retried = False
         self.recorded_failure: str | None = None
@@ -125,9 +127,9 @@ class TrainingRun:
         return TrainAccepted(version_id=version_id)
 
     def on_webhook(self, event: TrainingEvent) -> None:
-        """A verified Replicate webhook about this journey's training."""
-        if event.training.finished and self.record.state.training_id in (None, event.training.training_id):
-            self.webhook_result = event.training
+        """A verified Replicate webhook about one of this journey's trainings."""
+        if event.training.finished:
+            self.webhook_results[event.training.training_id] = event.training
 
     # The main loop -----------------------------------------------------------------------------------
 
@@ -203,7 +205,6 @@ class TrainingRun:
             workflow.logger.warning("training not started: %s", err.cause or err)
             return _failed(f"The training could not be started: {customer_reason(err)}")
         metrics.training("started")
-        self.webhook_result = None
         self.record.update(training_id=submitted.training_id, training_started_at=workflow.now(), error=None)
         return await self._watch(submitted.training_id)
 
@@ -214,7 +215,7 @@ class TrainingRun:
         assert self.record.state.version_id is not None
         try:
             status = await webhook_or_poll(
-                lambda: self.webhook_result,
+                lambda: self.webhook_results.get(training_id),
                 ReplicateActivities.poll_training,
                 TrainingPoll(version_id=self.record.state.version_id, training_id=training_id),
                 request,

@@ -1,7 +1,7 @@
-"""Waiting for a prediction, in the time-skipping test server: the webhook first, polls only once overdue.
+"""Waiting for a Replicate job, in the time-skipping test server: the webhook first, polls only once overdue.
 
-A prompt's wait is the same code as a training's (`workflows/waiting.py`); these tests drive it through
-PromptWorkflow with stand-in activities and look at when Replicate would have been polled.
+A prompt's wait is the same code as a training's (`workflows/waiting.py`); these tests drive it mostly
+through PromptWorkflow with stand-in activities and look at when Replicate would have been polled.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts.payment import JourneyStage
 from ecomdream.contracts.prompt import (
     CopiedImage,
     ImageCopy,
@@ -34,7 +35,14 @@ from ecomdream.contracts.prompt import (
     PromptSpec,
     PromptStarted,
 )
+from ecomdream.contracts.training import TrainingCreate, TrainingEvent, TrainingPoll, TrainingStatus
 from tests.fixtures.time_skipping import time_skipping_server
+from tests.replay.standin_paths import _paid as paid_journey
+from tests.replay.standin_paths import _photos as staged_photos
+from tests.replay.standin_paths import _reaches as reaches
+from tests.replay.standins import StandIns
+from tests.replay.standins import serving as standins_serving
+from workflows.journey import JourneyWorkflow
 from workflows.prompt import PromptWorkflow
 
 QUEUE = "waiting-test"
@@ -175,3 +183,40 @@ async def test_a_prediction_past_its_deadline_is_cancelled(env: WorkflowEnvironm
     assert outcome.error == "Generation did not finish in time"
     assert replicate.cancelled == [PREDICTION]
     assert max(_gaps(replicate)) == pytest.approx(20, abs=0.5), "the gaps stop growing at the longest allowed"
+
+
+class WebhookBeforeAnswer(StandIns):
+    """Replicate's webhook reaches the journey before the answer to the create does (a very quick job)."""
+
+    def __init__(self, env: WorkflowEnvironment) -> None:
+        self.env = env
+        self.polls = 0
+
+    @activity.defn(name="create_training")
+    async def create_training(self, request: TrainingCreate) -> TrainingStatus:
+        """Started, and already finished by the time this answer arrives."""
+        started = await super().create_training(request)
+        done = TrainingStatus(
+            training_id=started.training_id, status="succeeded", model_version="ecomdream/m:v1"
+        )
+        journey = self.env.client.get_workflow_handle(str(activity.info().workflow_id))
+        await journey.signal(JourneyWorkflow.training_event, TrainingEvent(webhook_id="w1", training=done))
+        return started
+
+    @activity.defn(name="poll_training")
+    async def poll_training(self, poll: TrainingPoll) -> TrainingStatus:
+        """Counted: the webhook already told."""
+        self.polls += 1
+        return await super().poll_training(poll)
+
+
+async def test_a_webhook_ahead_of_the_creates_answer_still_ends_the_training(
+    env: WorkflowEnvironment,
+) -> None:
+    replicate = WebhookBeforeAnswer(env)
+    async with standins_serving(env.client, replicate):
+        journey = await paid_journey(env)
+        await journey.execute_update(JourneyWorkflow.train, staged_photos(journey))
+        state = await reaches(journey, lambda s: s.stage is JourneyStage.READY)
+    assert state.model_version == "ecomdream/m:v1"
+    assert replicate.polls == 0
