@@ -24,10 +24,11 @@ from ecomdream.db.session import create_engine, create_sessionmaker
 
 @dataclass
 class ActivitySet:
-    """Activities for the main task queue and for the rate-limited Replicate queue."""
+    """Activities for the main task queue and for the two rate-limited Replicate queues."""
 
     main: list[Callable[..., Any]]
-    replicate: list[Callable[..., Any]]
+    replicate_create: list[Callable[..., Any]]
+    replicate_read: list[Callable[..., Any]]
 
 
 def image_activities(settings: Settings, storage: Storage, stack: AsyncExitStack) -> ImageActivities:
@@ -65,7 +66,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
         steps=settings.training_steps,
         webhook_base=f"{settings.public_api_url.rstrip('/')}/api/v1/replicate/webhook",
     )
-    replicate_client = create_replicate_client(settings, paced=True, stack=stack)
+    replicate_client = create_replicate_client(settings, stack=stack)
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     prompts = PromptActivities(sessionmaker, storage, create_deliveries(settings, MAX_IMAGE_BYTES, stack))
@@ -88,11 +89,10 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             prompts.copy_images,
             prompts.record_prompt_finished,
         ],
-        replicate=[
-            replicate.create_training,
+        replicate_create=[replicate.create_training, predictions.create_prediction],
+        replicate_read=[
             replicate.poll_training,
             replicate.cancel_training,
-            predictions.create_prediction,
             predictions.poll_prediction,
             predictions.cancel_prediction,
         ],

@@ -1,4 +1,5 @@
-"""Replicate activities: create, watch and cancel trainings. They run on the rate-limited Replicate queue."""
+"""Replicate activities: create, watch and cancel trainings and predictions, on the rate-limited Replicate
+queues (creates on one, every other call on the other)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from replicate.exceptions import ReplicateError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from ecomdream.clients.replicate import is_transient, prediction_status, training_status
+from ecomdream.clients.replicate import ProviderBusy, is_transient, prediction_status, training_status
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import PredictionCreate, PredictionPoll, PredictionStatus, PromptSpec
 from ecomdream.contracts.training import TrainingCreate, TrainingPoll, TrainingStatus
@@ -52,13 +53,17 @@ def status_class(status: int | None) -> str:
 
 
 def _reraise(error: ReplicateError) -> NoReturn:
-    """Let a transient error be retried as it is; turn a refusal into a non-retryable failure.
-
-    Either way it is counted (worker metrics endpoint, with the activity's type and task queue).
-    """
+    """Let a transient error be retried (after Replicate's Retry-After, when it said one); turn a refusal
+    into a non-retryable failure. Either way it is counted (worker metrics endpoint)."""
     activity.metric_meter().create_counter(
         "ecomdream_replicate_errors", "Replicate API errors that reached an activity, by status"
     ).add(1, {"status": status_class(error.status)})
+    if isinstance(error, ProviderBusy) and error.retry_after is not None:
+        raise ApplicationError(
+            f"Replicate answered {error.status} ({error.detail or 'busy'}); again in {error.retry_after:g} s",
+            type="ReplicateBusy",
+            next_retry_delay=timedelta(seconds=error.retry_after),
+        ) from error
     if is_transient(error):
         raise error
     raise ApplicationError(
@@ -162,7 +167,8 @@ class ReplicateActivities:
                     },
                     destination=f"{self.setup.owner}/{name}",
                     webhook=f"{self.setup.webhook_base}?target={activity.info().workflow_id}",
-                    webhook_events_filter=["completed"],
+                    # `logs` carry the training's progress (the API records it); `completed` its end.
+                    webhook_events_filter=["logs", "completed"],
                 )
             except ReplicateError as error:
                 _reraise(error)
@@ -173,7 +179,7 @@ class ReplicateActivities:
 
     @activity.defn
     async def poll_training(self, poll: TrainingPoll) -> TrainingStatus:
-        """Look once; record progress; not finished yet → a benign error, retried after the poll interval."""
+        """Look once (an overdue training); record progress; not finished yet → a benign error, retried."""
         try:
             training = await self.client.trainings.async_get(poll.training_id)
         except ReplicateError as error:
@@ -273,7 +279,7 @@ class PredictionActivities:
 
     @activity.defn
     async def poll_prediction(self, poll: PredictionPoll) -> PredictionStatus:
-        """Look once; not finished yet → a benign error, retried after the poll interval."""
+        """Look once (an overdue prediction); not finished yet → a benign error, retried."""
         try:
             prediction = await self.client.predictions.async_get(poll.prediction_id)
         except ReplicateError as error:

@@ -1,9 +1,13 @@
 """Benchmark N concurrent customer journeys end to end: pay → train → ready → one prompt.
 
-Run from the repo root: ``python bench/journeys.py [--journeys 50] [--concurrency N]``.
+Run from the repo root: ``python bench/journeys.py [--journeys 50] [--concurrency N] [--workers N]
+[--drop-webhooks]``.
 Starts the embedded stack (free ports, temporary directory; stopped at the end, also on Ctrl-C) with the
 sandboxes almost instant, drives every journey over HTTP like a customer, and prints the time per stage and
-the Temporal (orchestration) overhead per stage. Exits 1 if any journey failed.
+the Temporal (orchestration) overhead per stage, then what Replicate saw: calls per training and
+prediction, the busiest second against each budget (all workers together), and how late after a job's end
+the customer saw it (with --drop-webhooks: how late a lost webhook was noticed). Exits 1 if any journey
+failed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from _replicate import calls_line, extra_workers, rate_lines, run_calls, sandbox_jobs, seen_late  # noqa: E402
 from _stack import (  # noqa: E402
     PHOTO_COUNT,
     POLL_FRACTION,
@@ -84,6 +89,10 @@ class Timings:
     not_ready_retries: int
     not_ready_wait: float
     total: float
+    version_id: str
+    marker: str
+    ready_wall: float
+    images_wall: float
 
 
 @dataclass
@@ -126,7 +135,9 @@ async def journey(run: Run, index: int) -> Timings:
         started_at = (await journey_state(run.temporal, payment_id)).training_started_at
         assert started_at is not None
         submitted = accepted + (started_at.timestamp() - accepted_wall)
-        result = await generate(run.api, version_id, f"journey {index} on a beach at sunset", run.timeout)
+        marker = f"journey {index} on a beach at sunset"
+        result = await generate(run.api, version_id, marker, run.timeout)
+        wall = time.time() - time.perf_counter()
         return Timings(
             create=created - start,
             pay_request=pay_end - pay_start,
@@ -139,6 +150,10 @@ async def journey(run: Run, index: int) -> Timings:
             not_ready_retries=result.not_ready_retries,
             not_ready_wait=result.not_ready_wait,
             total=result.finished - start,
+            version_id=version_id,
+            marker=marker,
+            ready_wall=wall + ready,
+            images_wall=wall + result.finished,
         )
 
 
@@ -177,15 +192,18 @@ async def run_all(
     return timings, failures, wall
 
 
-def method_header(args: argparse.Namespace, rps: float, sandbox: dict[str, object]) -> str:
+def method_header(args: argparse.Namespace, share: float, sandbox: dict[str, object]) -> str:
     """What is measured and how the Temporal overhead is derived."""
     return f"""\
 ecomdream journeys bench: {args.journeys} journeys, concurrency {args.concurrency}, one embedded stack on \
 this machine ({psutil.cpu_count()} cores shared by the bench client, API, worker, Temporal dev server, Postgres, S3, sandboxes)
 sandbox: training {sandbox["training_seconds"]} s, prediction {sandbox["prediction_seconds"]} s, \
-Replicate API latency {sandbox["latency_ms"]} ms, no faults; Replicate calls held to {rps:g} requests/s;
-         training poll {args.training_poll_seconds} s, prompt poll {args.prompt_poll_seconds} s \
-(fallbacks: completion arrives by webhook); prompt wait {Settings().prompt_wait_seconds:g} s before a 202
+Replicate API latency {sandbox["latency_ms"]} ms, no faults, webhooks \
+{"dropped" if sandbox["drop_webhooks"] else "delivered"}; {args.workers} worker process(es) share \
+{share:g} of Replicate's limits;
+         only the webhook awaited for {args.training_expected_seconds:g} s (training) / \
+{args.prompt_expected_seconds:g} s (prediction), then polls at most {args.training_poll_seconds:g} s / \
+{args.prompt_poll_seconds:g} s apart; prompt wait {Settings().prompt_wait_seconds:g} s before a 202
 stages (per journey, client-side clock):
   create payment     POST /payments/create latency (DB insert, Stripe sandbox session, start JourneyWorkflow)
   pay -> paid        from POSTing the checkout form until the journey's JourneyStage is "paid" (Temporal describe)
@@ -291,18 +309,58 @@ def report(
     return "\n".join(lines)
 
 
+async def replicate_report(
+    stack: Stack, args: argparse.Namespace, timings: Sequence[Timings], since: float
+) -> str:
+    """Calls per job, the busiest seconds against the budgets, and how late the customer saw each job end."""
+    calls = await run_calls(stack, since)
+    trainings, predictions = await sandbox_jobs(stack)
+    late_training = seen_late(
+        trainings,
+        {t.version_id: t.ready_wall for t in timings},
+        lambda job: str(job["request"].get("destination", "")).rsplit("ecomdream-", 1)[-1],
+    )
+    late_images = seen_late(
+        predictions,
+        {t.marker: t.images_wall for t in timings},
+        lambda job: str(job["request"]["input"].get("prompt", "")).split(", ", 1)[-1],
+    )
+    webhooks = "dropped (lost webhooks, noticed by polls)" if args.drop_webhooks else "delivered"
+    lines = [
+        "",
+        f"Replicate, {args.workers} worker process(es), webhooks {webhooks}:",
+        "  " + calls_line(calls, len(timings), len(timings)),
+        *rate_lines(calls, worker_settings(args)),
+    ]
+    for what, values in (("training", late_training), ("prediction", late_images)):
+        if values:
+            lines.append(
+                f"  {what} ended at the sandbox -> the customer saw it: p50 {fmt_ms(percentile(values, 50))} ms, "
+                f"max {fmt_ms(max(values))} ms ({len(values)} jobs)"
+            )
+    return "\n".join(lines)
+
+
+def worker_settings(args: argparse.Namespace) -> Settings:
+    """The settings the workers run with (as far as the budgets go)."""
+    return Settings(replicate_rate_share=args.replicate_share) if args.replicate_share else Settings()
+
+
 async def bench(stack: Stack, args: argparse.Namespace) -> int:
     """Run the journeys on a started stack and print the report; returns the exit code."""
-    rps = args.replicate_rps or Settings().replicate_requests_per_second
-    sandbox = await configure_replicate_sandbox(stack, args.training_seconds, args.prediction_seconds)
-    print(method_header(args, rps, sandbox), flush=True)
+    sandbox = await configure_replicate_sandbox(
+        stack, args.training_seconds, args.prediction_seconds, drop_webhooks=args.drop_webhooks
+    )
+    print(method_header(args, worker_settings(args).replicate_rate_share, sandbox), flush=True)
     temporal = await stack.connect_temporal()
+    since = time.time()
     async with api_client(stack, args.concurrency * 2 + 10, args.timeout) as api:
         metrics_before = await asyncio.to_thread(scrape, worker_metrics_url(stack))
         with CpuSampler(stack) as cpu:
             timings, failures, wall = await run_watched(stack, run_all(args, api, temporal))
         metrics_after = await asyncio.to_thread(scrape, worker_metrics_url(stack))
     print(report(args, timings, failures, wall, cpu.report()), flush=True)
+    print(await replicate_report(stack, args, timings, since), flush=True)
     print("", temporal_table(metrics_before, metrics_after), sep="\n", flush=True)
     if failures:
         print(log_tails(stack), file=sys.stderr, flush=True)
@@ -318,16 +376,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--training-seconds", type=float, default=0.05, help="sandbox training duration")
     parser.add_argument("--prediction-seconds", type=float, default=0.05, help="sandbox prediction duration")
     parser.add_argument(
-        "--training-poll-seconds", type=float, default=5.0, help="ECOMDREAM_TRAINING_POLL_SECONDS"
+        "--training-expected-seconds",
+        type=float,
+        default=2.0,
+        help="ECOMDREAM_TRAINING_EXPECTED_MINUTES x 60: only the webhook is awaited that long",
     )
     parser.add_argument(
-        "--prompt-poll-seconds", type=float, default=2.0, help="ECOMDREAM_PROMPT_POLL_SECONDS"
+        "--prompt-expected-seconds", type=float, default=1.0, help="ECOMDREAM_PROMPT_EXPECTED_SECONDS"
     )
     parser.add_argument(
-        "--replicate-rps",
+        "--training-poll-seconds", type=float, default=1.0, help="ECOMDREAM_TRAINING_POLL_SECONDS"
+    )
+    parser.add_argument(
+        "--prompt-poll-seconds", type=float, default=1.0, help="ECOMDREAM_PROMPT_POLL_SECONDS"
+    )
+    parser.add_argument(
+        "--replicate-share",
         type=float,
         default=None,
-        help="ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND for the worker (default: the product's setting)",
+        help="ECOMDREAM_REPLICATE_RATE_SHARE for the workers (default: the product's setting)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--drop-webhooks", action="store_true", help="the Replicate sandbox drops every webhook"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="per request / per wait, seconds")
     parser.add_argument("--keep-data", action="store_true", help="keep the stack's data and logs directory")
@@ -337,6 +408,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.concurrency = args.concurrency or args.journeys
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.training_seconds <= 0 or args.prediction_seconds <= 0:
         parser.error("sandbox durations must be positive")
     return args
@@ -348,13 +421,15 @@ def main() -> None:
     env = fast_sandbox_env(
         args.training_seconds,
         args.prediction_seconds,
+        training_expected_seconds=args.training_expected_seconds,
+        prompt_expected_seconds=args.prompt_expected_seconds,
         training_poll_seconds=args.training_poll_seconds,
         prompt_poll_seconds=args.prompt_poll_seconds,
-        replicate_rps=args.replicate_rps,
+        replicate_share=args.replicate_share,
     )
     try:
         # The stack starts and stops outside the event loop, so Ctrl-C during start-up stops it at once.
-        with embedded_stack(env, keep_data=args.keep_data) as stack:
+        with embedded_stack(env, keep_data=args.keep_data) as stack, extra_workers(stack, args.workers - 1):
             code = asyncio.run(bench(stack, args))
     except StackDied as exc:
         print(f"FAILED: {exc}", file=sys.stderr)

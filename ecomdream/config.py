@@ -141,16 +141,33 @@ class Settings(BaseSettings):
     replicate_trainer: str = "ostris/flux-dev-lora-trainer"
     replicate_trainer_version: str = "b6af14222e6bd9be257cbc1ea4afda3cd0503e1133083b9d1de0364d8568e6ef"
     replicate_hardware: str = "gpu-t4"
-    replicate_requests_per_second: float = Field(
-        default=5.0,
+    replicate_rate_share: float = Field(
+        default=0.5,
         gt=0,
+        le=1,
         description=(
-            "Replicate API requests per second: each worker spaces its calls (retries included) to this "
-            "rate, and the Replicate task queue starts at most this many activities per second overall"
+            "The share of Replicate's rate limits (600 creates and 3,000 other requests a minute per "
+            "account) that all workers together may use; the rest is left for other clients of the account"
         ),
     )
     training_steps: int = Field(default=1000, ge=3, le=6000)
-    training_poll_seconds: float = Field(default=30.0, gt=0)
+    # Waiting for a job: only its webhook while it should still run, then polls (see workflows/waiting.py).
+    training_expected_minutes: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "How long a training usually takes on Replicate: until then only its webhook is awaited (no "
+            "call to Replicate); after it, polls notice a lost webhook"
+        ),
+    )
+    training_poll_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "The longest gap between two polls of an overdue training (gaps start at a tenth of the "
+            "expected time and grow by 10 %)"
+        ),
+    )
     training_deadline_minutes: float = Field(default=120.0, gt=0)
     training_retry_window_minutes: float = Field(
         default=30.0,
@@ -172,7 +189,14 @@ class Settings(BaseSettings):
     prompt_wait_seconds: float = Field(
         default=60.0, gt=0, description="How long a prompt request waits for images"
     )
-    prompt_poll_seconds: float = Field(default=2.0, gt=0)
+    prompt_expected_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a prediction usually takes: until then only its webhook is awaited",
+    )
+    prompt_poll_seconds: float = Field(
+        default=5.0, gt=0, description="The longest gap between two polls of an overdue prediction"
+    )
     prompt_deadline_seconds: float = Field(default=600.0, gt=0)
     journey_prompts_per_run: int = Field(
         default=500, ge=1, description="Continue-as-new after this many prompts"

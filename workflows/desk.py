@@ -74,6 +74,7 @@ class PromptDesk:
                     version_id=state.version_id,
                     model_version=state.model_version,
                     spec=request.spec,
+                    expected_seconds=request.expected_seconds,
                     poll_seconds=request.poll_seconds,
                     deadline_seconds=request.deadline_seconds,
                 ),

@@ -58,12 +58,15 @@ CHECKOUT_RETRY = RetryPolicy(
 CHECKOUT_TIMEOUT = timedelta(seconds=20)
 
 
-def polling(every: timedelta) -> RetryPolicy:
-    """Retries as a polling loop: a constant interval, and retries are not written to history."""
+def polling(first: timedelta, longest: timedelta, *, growth: float) -> RetryPolicy:
+    """Retries as a polling loop: gaps from `first`, each `growth` times the last, up to `longest`.
+
+    The retries of a poll that finds the job unfinished (a benign failure) are not written to history.
+    """
     return RetryPolicy(
-        initial_interval=every,
-        backoff_coefficient=1.0,
-        maximum_interval=every,
+        initial_interval=first,
+        backoff_coefficient=growth,
+        maximum_interval=max(first, longest),
         non_retryable_error_types=["ReplicateRejected", *PROGRAMMING_ERRORS],
     )
 

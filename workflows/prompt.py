@@ -11,7 +11,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.prompts import PromptActivities
     from activities.replicate import PredictionActivities
-    from ecomdream.contracts import REPLICATE_TASK_QUEUE
+    from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
     from ecomdream.contracts.prompt import (
         ImageCopy,
         PredictionCreate,
@@ -31,7 +31,6 @@ from workflows.policies import (
     REPLICATE_TIMEOUT,
     VENDOR_RETRY,
     customer_reason,
-    polling,
 )
 from workflows.waiting import webhook_or_poll
 
@@ -117,20 +116,10 @@ class PromptWorkflow:
             PredictionCreate(
                 prompt_id=prompt.prompt_id, model_version=prompt.model_version, spec=prompt.spec
             ),
-            task_queue=REPLICATE_TASK_QUEUE,
+            task_queue=REPLICATE_CREATE_TASK_QUEUE,
             start_to_close_timeout=REPLICATE_TIMEOUT,
             retry_policy=VENDOR_RETRY,
             summary="start the prediction on Replicate",
-        )
-        poll_every = timedelta(seconds=prompt.poll_seconds)
-        poll = workflow.start_activity_method(
-            PredictionActivities.poll_prediction,
-            PredictionPoll(prediction_id=created.prediction_id),
-            task_queue=REPLICATE_TASK_QUEUE,
-            start_to_close_timeout=REPLICATE_TIMEOUT,
-            schedule_to_close_timeout=timedelta(seconds=prompt.deadline_seconds),
-            retry_policy=polling(poll_every),
-            summary="watch the prediction (fallback for lost webhooks)",
         )
 
         def delivered() -> PredictionStatus | None:
@@ -138,7 +127,13 @@ class PromptWorkflow:
             return result if result is not None and result.prediction_id == created.prediction_id else None
 
         try:
-            status = await webhook_or_poll(delivered, poll)
+            status = await webhook_or_poll(
+                delivered,
+                PredictionActivities.poll_prediction,
+                PredictionPoll(prediction_id=created.prediction_id),
+                prompt,
+                what="prediction",
+            )
             assert status is not None, "a prediction's wait is never interrupted"
             return status
         except ActivityError as err:
@@ -146,7 +141,7 @@ class PromptWorkflow:
             await workflow.execute_activity_method(
                 PredictionActivities.cancel_prediction,
                 created.prediction_id,
-                task_queue=REPLICATE_TASK_QUEUE,
+                task_queue=REPLICATE_READ_TASK_QUEUE,
                 start_to_close_timeout=REPLICATE_TIMEOUT,
                 retry_policy=VENDOR_RETRY,
                 summary="cancel the prediction",

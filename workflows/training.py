@@ -13,7 +13,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities, training_zip_key
     from activities.records import RecordActivities
     from activities.replicate import ReplicateActivities
-    from ecomdream.contracts import REPLICATE_TASK_QUEUE, staging_prefix
+    from ecomdream.contracts import (
+        REPLICATE_CREATE_TASK_QUEUE,
+        REPLICATE_READ_TASK_QUEUE,
+        staging_prefix,
+    )
     from ecomdream.contracts.payment import JourneyStage
     from ecomdream.contracts.refusals import Refusal, refuse, training_refusal
     from ecomdream.contracts.search import VERSION_ID
@@ -41,7 +45,6 @@ from workflows.policies import (
     abandon,
     customer_reason,
     failure_type,
-    polling,
 )
 from workflows.record import JourneyRecord
 from workflows.waiting import webhook_or_poll
@@ -63,7 +66,7 @@ PHOTOS_LOST = (
 class TrainingRun:
     """One journey's training: the `train` update hands it photos; `run` turns them into a model.
 
-    Its state is the request, the lock of the photo check, the webhook's result, an operator's retry and
+    Its state is the request, the lock of the photo check, the webhooks' results, an operator's retry and
     the journey's cancel (on the record); the deadline and the retry window come with the request.
     """
 
@@ -72,7 +75,9 @@ class TrainingRun:
         self.ledger = ledger
         self.request: TrainRequest | None = None
         self.checking = False
-        self.webhook_result: TrainingStatus | None = None
+        # Ends reported by webhooks, by training id: one may arrive before the workflow has heard the
+        # create's answer, and an old training's late duplicate must not end a retried one.
+        self.webhook_results: dict[str, TrainingStatus] = {}
         self.retry_reason: str | None = None
         self.retried = False
         self.recorded_failure: str | None = None
@@ -122,9 +127,9 @@ class TrainingRun:
         return TrainAccepted(version_id=version_id)
 
     def on_webhook(self, event: TrainingEvent) -> None:
-        """A verified Replicate webhook about this journey's training."""
-        if event.training.finished and self.record.state.training_id in (None, event.training.training_id):
-            self.webhook_result = event.training
+        """A verified Replicate webhook about one of this journey's trainings."""
+        if event.training.finished:
+            self.webhook_results[event.training.training_id] = event.training
 
     # The main loop -----------------------------------------------------------------------------------
 
@@ -191,7 +196,7 @@ class TrainingRun:
                     class_name=self.request.class_name,
                     trigger_token=state.trigger_token or TRIGGER_TOKEN,
                 ),
-                task_queue=REPLICATE_TASK_QUEUE,
+                task_queue=REPLICATE_CREATE_TASK_QUEUE,
                 start_to_close_timeout=REPLICATE_TIMEOUT,
                 retry_policy=VENDOR_RETRY,
                 summary="start the training on Replicate",
@@ -200,25 +205,23 @@ class TrainingRun:
             workflow.logger.warning("training not started: %s", err.cause or err)
             return _failed(f"The training could not be started: {customer_reason(err)}")
         metrics.training("started")
-        self.webhook_result = None
         self.record.update(training_id=submitted.training_id, training_started_at=workflow.now(), error=None)
         return await self._watch(submitted.training_id)
 
     async def _watch(self, training_id: str) -> TrainingStatus:
-        """The training's end: webhook, or polling when webhooks are lost; cancelled at the deadline."""
-        assert self.request is not None
+        """The training's end: its webhook, or polls once it is overdue; cancelled at the deadline."""
+        request = self.request
+        assert request is not None
         assert self.record.state.version_id is not None
-        poll = workflow.start_activity_method(
-            ReplicateActivities.poll_training,
-            TrainingPoll(version_id=self.record.state.version_id, training_id=training_id),
-            task_queue=REPLICATE_TASK_QUEUE,
-            start_to_close_timeout=REPLICATE_TIMEOUT,
-            schedule_to_close_timeout=timedelta(seconds=self.request.deadline_seconds),
-            retry_policy=polling(timedelta(seconds=self.request.poll_seconds)),
-            summary="watch the training (fallback for lost webhooks)",
-        )
         try:
-            status = await webhook_or_poll(lambda: self.webhook_result, poll, lambda: self._cancelled)
+            status = await webhook_or_poll(
+                lambda: self.webhook_results.get(training_id),
+                ReplicateActivities.poll_training,
+                TrainingPoll(version_id=self.record.state.version_id, training_id=training_id),
+                request,
+                what="training",
+                interrupted=lambda: self._cancelled,
+            )
         except ActivityError as err:
             metrics.deadline_missed("training", err)
             await _cancel_at_replicate(training_id)
@@ -403,7 +406,7 @@ async def _cancel_at_replicate(training_id: str) -> None:
     await workflow.execute_activity_method(
         ReplicateActivities.cancel_training,
         training_id,
-        task_queue=REPLICATE_TASK_QUEUE,
+        task_queue=REPLICATE_READ_TASK_QUEUE,
         start_to_close_timeout=REPLICATE_TIMEOUT,
         retry_policy=VENDOR_RETRY,
         summary="cancel the training",

@@ -142,6 +142,7 @@ async def _generate(state: AppState, version: Version, prompt_id: uuid.UUID, bod
     request = PromptRequest(
         prompt_id=prompt_id,
         spec=spec,
+        expected_seconds=settings.prompt_expected_seconds,
         poll_seconds=settings.prompt_poll_seconds,
         deadline_seconds=settings.prompt_deadline_seconds,
     )

@@ -1,4 +1,5 @@
-"""The Replicate webhook: verify the Standard Webhooks signature, then signal the workflow it belongs to."""
+"""The Replicate webhook: verify the Standard Webhooks signature, then signal the workflow it belongs to
+(a running training's progress is written to its model's row instead)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from api.deps import StateDep
 from api.schemas.payments import WebhookAck
 from ecomdream.clients.replicate import prediction_status, training_status, verify_webhook
 from ecomdream.contracts.prompt import PredictionEvent
-from ecomdream.contracts.training import TrainingEvent
+from ecomdream.contracts.training import TrainingEvent, TrainingStatus
+from ecomdream.db.session import transaction
 from ecomdream.errors import InvalidRequest, Unavailable
 from ecomdream.metrics import WEBHOOKS
+from ecomdream.repositories.versions import VersionRepository
 from workflows.journey import JourneyWorkflow
 from workflows.prompt import PromptWorkflow
 
@@ -99,6 +102,18 @@ async def _rotated(state: StateDep) -> bool:
         return state.replicate_webhook_secret != before
 
 
+async def _record_progress(state: StateDep, training: TrainingStatus) -> None:
+    """A running training's `logs` event: its progress goes straight to the model's row.
+
+    The journey is not signalled: it waits for the training's end only, and a signal per progress line
+    (up to two a second for the whole training) would fill its history.
+    """
+    if training.progress is not None:
+        async with transaction(state.sessionmaker) as session:
+            await VersionRepository(session).set_training_progress(training.training_id, training.progress)
+    WEBHOOKS.labels("replicate", "progress").inc()
+
+
 @router.post("/webhook", response_model=WebhookAck, responses={400: {"description": "Bad signature"}})
 async def replicate_webhook(
     request: Request, state: StateDep, target: str = Query(default="", max_length=100)
@@ -131,10 +146,13 @@ async def replicate_webhook(
         WEBHOOKS.labels("replicate", "malformed").inc()
         kind = "training" if is_training else "prediction"
         raise InvalidRequest(f"The webhook body is not a Replicate {kind}") from exc
+    if is_training and not (training := training_status(body)).finished:
+        await _record_progress(state, training)
+        return WebhookAck()
     handle = state.temporal.get_workflow_handle(target)
     try:
         if is_training:
-            event = TrainingEvent(webhook_id=headers["webhook-id"], training=training_status(body))
+            event = TrainingEvent(webhook_id=headers["webhook-id"], training=training)
             await handle.signal(JourneyWorkflow.training_event, event)
         else:
             prediction = PredictionEvent(webhook_id=headers["webhook-id"], prediction=prediction_status(body))

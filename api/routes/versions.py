@@ -125,6 +125,7 @@ async def _train(
             upload_id=upload_id,
             class_name=class_name,
             photos=photos,
+            expected_seconds=settings.training_expected_minutes * 60,
             poll_seconds=settings.training_poll_seconds,
             deadline_seconds=settings.training_deadline_minutes * 60,
             retry_window_seconds=settings.training_retry_window_minutes * 60,

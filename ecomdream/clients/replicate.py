@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -19,43 +17,68 @@ from ecomdream.contracts.training import TrainingStatus
 
 PROGRESS = re.compile(r"(\d{1,3})%\|")
 TRANSIENT_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+# The answers the SDK's own transport retries by itself.
+BUSY_STATUSES = frozenset({429, 503, 504})
 
 
-class PacedTransport(httpx.AsyncBaseTransport):
-    """Spaces requests evenly at `per_second`, so no one-second window sees more than that (+1 at the edge).
+# Replicate's documented limits per account: "create prediction" 600 requests a minute, every other
+# endpoint 3,000 a minute. The workers' task queues are held under them (worker.py).
+CREATES_PER_SECOND = 600 / 60
+OTHERS_PER_SECOND = 3000 / 60
+# A create activity makes at most this many "other" calls besides (the model to train into, the training).
+OTHER_CALLS_PER_CREATE = 2
 
-    It sits under the SDK's own retry transport, so the SDK's retries of 429s and 5xx are paced too.
+
+class ProviderBusy(ReplicateError):
+    """Replicate answered 429, 503 or 504: the call may be made again, after `retry_after` seconds if said."""
+
+    def __init__(self, status: int, detail: str | None, retry_after: float | None) -> None:
+        super().__init__(status=status, detail=detail, title="Replicate is busy")
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None  # an HTTP date: rare, and the activity's own backoff is fine then
+
+
+class OneCallTransport(httpx.AsyncBaseTransport):
+    """One HTTP request per SDK call: an answer the SDK would retry by itself is raised as `ProviderBusy`.
+
+    The SDK wraps every transport in its own retry loop (429, 503 and 504 on GETs, up to 10 times), which
+    would call Replicate behind the task queues' rate limits. Raised here, the activity fails instead and
+    Temporal retries it — through the rate-limited queue, after Replicate's `Retry-After`.
     """
 
-    def __init__(self, per_second: float, wrapped: httpx.AsyncBaseTransport | None = None) -> None:
-        self.interval = 1.0 / per_second
+    def __init__(self, wrapped: httpx.AsyncBaseTransport | None = None) -> None:
         self.wrapped = wrapped or httpx.AsyncHTTPTransport()
-        self._next = 0.0
-        self._lock = asyncio.Lock()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        async with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-        return await self.wrapped.handle_async_request(request)
+        response = await self.wrapped.handle_async_request(request)
+        if response.status_code not in BUSY_STATUSES:
+            return response
+        await response.aread()
+        await response.aclose()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        detail = str(body["detail"]) if isinstance(body, dict) and body.get("detail") else None
+        raise ProviderBusy(response.status_code, detail, _retry_after(response))
 
     async def aclose(self) -> None:
         await self.wrapped.aclose()
 
 
-def create_replicate_client(
-    settings: Settings, *, paced: bool = False, stack: AsyncExitStack | None = None
-) -> Client:
-    """A client with the configured token and base URL; `paced` holds it to the configured request rate.
+def create_replicate_client(settings: Settings, *, stack: AsyncExitStack | None = None) -> Client:
+    """A client with the configured token and base URL that makes one HTTP request per call.
 
     With `stack`, its connections are closed when the stack closes.
     """
-    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
-    if paced:
-        transport = PacedTransport(settings.replicate_requests_per_second, transport)
+    transport = OneCallTransport()
     if stack is not None:
         stack.push_async_callback(transport.aclose)
     return Client(

@@ -6,6 +6,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import RateLimit
+from temporalio.api.workflowservice.v1 import UpdateTaskQueueConfigRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
@@ -74,4 +77,24 @@ async def connect_from_settings(
         tls=tls_from_settings(settings),
         lazy=lazy,
         runtime=runtime,
+    )
+
+
+async def limit_task_queue(client: Client, task_queue: str, per_second: float, reason: str) -> None:
+    """Set the server-side rate of activities on a queue: it holds for every worker together.
+
+    Unlike the worker option `max_task_queue_activities_per_second`, which the last worker to poll sets
+    for everyone, this is one value for the queue (`temporal task-queue config get` shows it).
+    """
+    await client.workflow_service.update_task_queue_config(
+        UpdateTaskQueueConfigRequest(
+            namespace=client.namespace,
+            identity=client.identity,
+            task_queue=task_queue,
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            update_queue_rate_limit=UpdateTaskQueueConfigRequest.RateLimitUpdate(
+                rate_limit=RateLimit(requests_per_second=per_second),
+                reason=reason,
+            ),
+        )
     )

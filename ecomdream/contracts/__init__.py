@@ -18,8 +18,12 @@ def prompt_workflow_id(prompt_id: object) -> str:
     return f"prompt-{prompt_id}"
 
 
-# Every Replicate call runs on this queue, whose server-side rate limit keeps all workers under Replicate's.
-REPLICATE_TASK_QUEUE = "ecomdream-replicate"
+# Every Replicate call runs on one of these queues. Each has a server-side rate limit that holds for all
+# workers together (set by every worker at start, see worker.py), under Replicate's own limit for the kind
+# of call: creates (trainings, predictions) on one, every other call (polls, cancels) on the other, so a
+# create never waits behind polls.
+REPLICATE_CREATE_TASK_QUEUE = "ecomdream-replicate-create"
+REPLICATE_READ_TASK_QUEUE = "ecomdream-replicate-read"
 
 
 def staging_prefix(payment_id: object) -> str:

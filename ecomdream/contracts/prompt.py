@@ -27,7 +27,12 @@ class PromptRequest(Contract):
 
     prompt_id: uuid.UUID
     spec: PromptSpec
-    poll_seconds: float = Field(default=2.0, gt=0)
+    expected_seconds: float = Field(
+        default=10.0, gt=0, description="How long a prediction usually takes: only its webhook is awaited"
+    )
+    poll_seconds: float = Field(
+        default=5.0, gt=0, description="Once it is overdue: the longest gap between two polls"
+    )
     deadline_seconds: float = Field(default=600.0, gt=0)
 
 
@@ -38,7 +43,8 @@ class PromptInput(Contract):
     version_id: uuid.UUID
     model_version: str
     spec: PromptSpec
-    poll_seconds: float = 2.0
+    expected_seconds: float = 10.0
+    poll_seconds: float = 5.0
     deadline_seconds: float = 600.0
 
 

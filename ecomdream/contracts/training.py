@@ -22,7 +22,12 @@ class TrainRequest(Contract):
     upload_id: uuid.UUID
     class_name: str = Field(min_length=1, max_length=40)
     photos: tuple[StagedPhoto, ...] = Field(min_length=1)
-    poll_seconds: float = Field(default=30.0, gt=0)
+    expected_seconds: float = Field(
+        default=1200.0, gt=0, description="How long a training usually takes: only its webhook is awaited"
+    )
+    poll_seconds: float = Field(
+        default=120.0, gt=0, description="Once it is overdue: the longest gap between two polls"
+    )
     deadline_seconds: float = Field(default=7200.0, gt=0)
     retry_window_seconds: float = Field(
         default=0.0,
@@ -114,7 +119,7 @@ class TrainingEvent(Contract):
 
 
 class TrainingPoll(Contract):
-    """Activity input: look at a training once; not finished → retried after the poll interval."""
+    """Activity input: look at a training once; not finished → retried after the next poll gap."""
 
     version_id: uuid.UUID
     training_id: str

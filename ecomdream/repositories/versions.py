@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,9 +89,16 @@ class VersionRepository:
 
     async def set_progress(self, version_id: uuid.UUID, progress: float) -> None:
         """Latest training progress; never moves backwards."""
+        await self._raise_progress(Version.id == version_id, progress)
+
+    async def set_training_progress(self, training_id: str, progress: float) -> None:
+        """Latest progress of the version that this Replicate training trains; never moves backwards."""
+        await self._raise_progress(Version.training_id == training_id, progress)
+
+    async def _raise_progress(self, which: ColumnElement[bool], progress: float) -> None:
         await self.session.execute(
             update(Version)
-            .where(Version.id == version_id, Version.status == VersionStatus.TRAINING.value)
+            .where(which, Version.status == VersionStatus.TRAINING.value)
             .values(progress=func.greatest(func.coalesce(Version.progress, 0.0), progress))
         )
 

@@ -1,6 +1,6 @@
 """Replicate answers half of all API calls with 429 (Retry-After: 1), 500 or 503 while journeys train and
-generate: every journey still completes exactly once, failures are reported as what they are, and the worker
-never calls Replicate faster than the configured ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND.
+generate: every journey still completes exactly once, failures are reported as what they are, and the workers
+never call Replicate faster than their budgets (ECOMDREAM_REPLICATE_RATE_SHARE of Replicate's limits).
 
 One faulty run (three trainings and five prompts) is shared by the tests of this module, each checking one
 property of it.
@@ -9,7 +9,6 @@ property of it.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from ecomdream.clients.replicate import OTHER_CALLS_PER_CREATE
 from ecomdream.config import Settings
-from ecomdream.contracts import journey_id
+from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE, journey_id
 from ecomdream.devstack.stack import Stack
 from tests.api.helpers import journey_state, wait_stage
 from tests.api.test_prompts import prompt, ready_model
@@ -37,44 +37,23 @@ from tests.faults.helpers import (
     trainings_for,
 )
 from tests.fixtures.photos import valid_photos
+from tests.fixtures.replicate_calls import CREATES, busiest_second, replicate_calls
 from tests.fixtures.stack import eventually
 from tests.fixtures.wallet import WALLET
+from worker import replicate_budgets
 
 TRAININGS = 3
 # The faults last until every training has been submitted and the first prompt generated, at most this long:
 # past it the activities' exponential backoff (2 s doubling to 60 s) would stretch the test by minutes.
 FAULT_WINDOW_S = 30
-# Calls the API process makes itself (once, to learn the webhook secret) are not the worker's traffic.
-NOT_WORKER = {"GET /v1/webhooks/default/secret", "GET /v1/account"}
 REPLICATE_ACTIVITIES = {"create_training", "poll_training", "create_prediction", "poll_prediction"}
 
 
-def configured_limit(stack: Stack) -> float:
-    """The worker's ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND (its environment, else the product default)."""
-    raw = (stack.worker.env or {}).get("ECOMDREAM_REPLICATE_REQUESTS_PER_SECOND")
-    default = Settings.model_fields["replicate_requests_per_second"].default
-    return float(raw) if raw else float(default)
-
-
-def busiest_second(timestamps: list[float]) -> tuple[int, float]:
-    """The most calls in any 1-second sliding window [t, t + 1) that starts at a call, and where it starts."""
-    stamps = sorted(timestamps)
-    best, start = 0, stamps[0] if stamps else 0.0
-    for i, t in enumerate(stamps):
-        count = bisect.bisect_left(stamps, t + 1.0) - i
-        if count > best:
-            best, start = count, t
-    return best, start
-
-
-async def replicate_calls(stack: Stack, since: float, until: float) -> dict[str, list[float]]:
-    """The worker's Replicate API calls in [since, until], per endpoint."""
-    endpoints: dict[str, Any] = (await sandbox_get(stack.replicate_url, "/_sandbox/requests"))["endpoints"]
-    return {
-        endpoint: [t for t in data["timestamps"] if since <= t <= until]
-        for endpoint, data in endpoints.items()
-        if endpoint not in NOT_WORKER
-    }
+def configured_budgets(stack: Stack) -> dict[str, float]:
+    """Activities per second on each Replicate queue, from the worker's settings (as the worker sets them)."""
+    share = (stack.worker.env or {}).get("ECOMDREAM_REPLICATE_RATE_SHARE")
+    settings = Settings() if share is None else Settings(replicate_rate_share=float(share))
+    return replicate_budgets(settings)
 
 
 async def generate(api: httpx.AsyncClient, version_id: str, amount: int) -> dict[str, Any]:
@@ -236,21 +215,35 @@ async def test_replicate_errors_are_recorded_with_their_cause(fault_run: FaultRu
     )
 
 
-async def test_replicate_is_never_called_faster_than_the_configured_rate(
-    fault_run: FaultRun, stack: Stack
-) -> None:
-    limit = configured_limit(stack)
-    calls = await replicate_calls(stack, fault_run.since, fault_run.until)
+def _over(calls: dict[str, list[float]], limit: float, what: str, run: FaultRun) -> str | None:
+    """Why the busiest second of these calls broke the limit (None when it did not)."""
     stamps = [t for times in calls.values() for t in times]
     busiest, at = busiest_second(stamps)
-    in_that_second = {
-        endpoint: n for endpoint, times in calls.items() if (n := sum(at <= t < at + 1 for t in times))
-    }
-    # A limiter that lets `limit` calls through per second, spaced evenly, can still show limit + 1 calls in a
-    # window that starts exactly on one call and ends just after the call a full second later: +1 is that
-    # fence post, nothing more.
-    assert busiest <= limit + 1, (
-        f"{busiest} Replicate API calls within one second (limit {limit:g}/s; {len(stamps)} calls in "
-        f"{fault_run.until - fault_run.since:.0f}s, faults injected during the first "
-        f"{fault_run.faults_until - fault_run.since:.0f}s); that second: {in_that_second}"
+    # Temporal's queue limiter hands tasks out in small bursts (at 2/s: three at once every two seconds),
+    # so one sliding second may show limit + 1, nothing more, at the test stack's small budgets. (At larger
+    # budgets a burst is about a second's worth: the bench shows the 10-second rate.)
+    if busiest <= limit + 1:
+        return None
+    that_second = {e: n for e, times in calls.items() if (n := sum(at <= t < at + 1 for t in times))}
+    return (
+        f"{busiest} {what} within one second (limit {limit:g}/s; {len(stamps)} in "
+        f"{run.until - run.since:.0f}s, faults during the first {run.faults_until - run.since:.0f}s): "
+        f"{that_second}"
     )
+
+
+async def test_replicate_is_never_called_faster_than_the_budgets(fault_run: FaultRun, stack: Stack) -> None:
+    budgets = configured_budgets(stack)
+    calls = await replicate_calls(stack.replicate_url, fault_run.since, fault_run.until)
+    creates = {e: times for e, times in calls.items() if e in CREATES}
+    assert sum(map(len, creates.values())) > budgets[REPLICATE_CREATE_TASK_QUEUE], "too few to test the limit"
+    # Every create activity makes one create call; every Replicate call counts against the other limit,
+    # whose share is the read queue's budget plus what creates call besides.
+    others = (
+        budgets[REPLICATE_READ_TASK_QUEUE] + OTHER_CALLS_PER_CREATE * budgets[REPLICATE_CREATE_TASK_QUEUE]
+    )
+    problems = [
+        _over(creates, budgets[REPLICATE_CREATE_TASK_QUEUE], "creates", fault_run),
+        _over(calls, others, "Replicate API calls", fault_run),
+    ]
+    assert not any(problems), problems

@@ -91,7 +91,11 @@ async def _paid(env: WorkflowEnvironment) -> Journey:
 
 
 def _photos(journey: Journey) -> TrainRequest:
-    """Five staged photos, as the API hands them over (with production's retry window)."""
+    """Five staged photos, as the API hands them over (with production's retry window).
+
+    Stand-ins send no webhook: the training is polled once overdue, here after a second of real time (the
+    recorder does not skip time while it waits for a state).
+    """
     upload_id = uuid.uuid4()
     prefix = f"{staging_prefix(journey.id.removeprefix('journey-'))}{upload_id}/"
     photos = tuple(StagedPhoto(name=f"photo-{i}.jpg", key=f"{prefix}{i}.jpg") for i in range(1, 6))
@@ -100,6 +104,7 @@ def _photos(journey: Journey) -> TrainRequest:
         class_name="sneaker",
         photos=photos,
         retry_window_seconds=RETRY_WINDOW.total_seconds(),
+        expected_seconds=1.0,
     )
 
 

@@ -100,8 +100,13 @@ PATHS: dict[str, Story] = {
     "photos_unchecked": story(
         "validating paid", TRAIN, failures="failed:RuntimeError refused:PhotosUnchecked"
     ),
+    # Stand-ins send no webhook: the training is polled once overdue (the lost-webhook path).
     "photos_lost": story(
-        "training ready", TRAIN, failures="failed:PhotosLost", shows="continued_as_new", runs=2
+        "training ready",
+        TRAIN,
+        failures="failed:PhotosLost",
+        shows="continued_as_new timer_fired activity:poll_training",
+        runs=2,
     ),
     "cancel_paid": story(
         "paid cancelling cancelled", "open_checkout cancel", shows="activity:refund_payment"
@@ -118,7 +123,7 @@ PATHS: dict[str, Story] = {
     ),
     "training_not_started": story("awaiting_retry failed", TRAIN, failures="failed:ReplicateRejected"),
     "training_failed_refunded": story(
-        "training awaiting_retry failed", TRAIN, shows="activity:poll_training activity:refund_payment"
+        "training awaiting_retry failed", TRAIN, shows="signal:training_event activity:refund_payment"
     ),
     "operator_retry": story(
         "awaiting_retry training ready",
