@@ -87,9 +87,11 @@ async def version_of(
     session: AsyncSession, caller: Caller, version_id: uuid.UUID, unknown: str = "Invalid version id"
 ) -> tuple[Version, Access]:
     """A model the caller's token opens, and how (owner or share link), else 404 saying `unknown`."""
-    found = await AccessRepository(session).version(version_id, caller.token_digest)
+    access = AccessRepository(session)
+    found = await access.version(version_id)
     if found is not None and matches(found.owner_digest, caller.token):
         return found.version, Access.OWNER
-    if found is not None and found.shared:
+    # A second query only for callers who are not the owner (share links, strangers).
+    if found is not None and await access.shared(version_id, caller.token_digest):
         return found.version, Access.SHARE
     raise await caller.not_found(unknown)

@@ -30,6 +30,8 @@ TOKEN_BYTES = 32
 # An upload slot is given back when the upload ends; one left by a crashed request expires after this.
 UPLOAD_SLOT_SECONDS = 15 * 60
 UPLOAD_RETRY_AFTER_S = 10
+# Addresses stopped for guessing tokens, kept before expired ones are swept out.
+GUESSERS_KEPT = 10_000
 
 
 def new_token() -> str:
@@ -63,6 +65,8 @@ class Limits:
         self.checkout: RateLimitItem = parse(settings.checkout_rate_limit)
         self.failed_tokens: RateLimitItem = parse(settings.failed_token_rate_limit)
         self.uploads_in_flight = settings.uploads_in_flight
+        # Addresses whose window of wrong tokens is full, until when (counted by the limiter).
+        self.guessing: dict[str, float] = {}
         self.proxies: list[IPv4Network | IPv6Network] = [
             ip_network(entry, strict=False) for entry in settings.trusted_proxy_networks_text()
         ]
@@ -90,14 +94,25 @@ class Limits:
         return math.ceil(stats.reset_time - time.time())
 
     async def refuse_if_guessing(self, address: str) -> None:
-        """429 for an address that sent too many wrong tokens lately."""
-        if not await self.limiter.test(self.failed_tokens, "token", address):
-            retry = await self._retry_after(self.failed_tokens, address)
-            raise TooManyRequests("Too many requests with a wrong access token; try again later", retry)
+        """429 for an address that sent too many wrong tokens lately (a dict lookup: every request asks)."""
+        until = self.guessing.get(address)
+        if until is None:
+            return
+        left = until - time.time()
+        if left <= 0:
+            del self.guessing[address]
+            return
+        raise TooManyRequests("Too many requests with a wrong access token; try again later", math.ceil(left))
 
     async def wrong_token(self, address: str) -> None:
-        """Count a token that did not open what it was sent for."""
+        """Count a token that did not open what it was sent for; a full window stops the address."""
         await self.limiter.hit(self.failed_tokens, "token", address)
+        stats = await self.limiter.get_window_stats(self.failed_tokens, "token", address)
+        if stats.remaining <= 0:
+            if len(self.guessing) > GUESSERS_KEPT:
+                now = time.time()
+                self.guessing = {a: until for a, until in self.guessing.items() if until > now}
+            self.guessing[address] = stats.reset_time
 
     async def open_checkout(self, address: str) -> None:
         """Count a checkout; 429 past the limit."""

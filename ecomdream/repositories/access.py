@@ -14,11 +14,10 @@ from ecomdream.models import Payment, Share, Version
 
 
 class VersionAccess(NamedTuple):
-    """A version, its owner's token digest, and whether a live share of it has the caller's digest."""
+    """A version and its owner's token digest."""
 
     version: Version
     owner_digest: str | None
-    shared: bool
 
 
 class AccessRepository:
@@ -41,27 +40,23 @@ class AccessRepository:
             .values(access_token_hash=new_digest)
         )
 
-    async def version(self, version_id: uuid.UUID, token_digest: str) -> VersionAccess | None:
-        """The version with what the caller's token may do with it, in one query."""
-        share = (
-            select(Share.id)
-            .where(
-                and_(
-                    Share.version_id == Version.id,
-                    Share.token_hash == token_digest,
-                    Share.revoked_at.is_(None),
-                )
-            )
-            .exists()
-        )
+    async def version(self, version_id: uuid.UUID) -> VersionAccess | None:
+        """The version with its owner's token digest, in one query."""
         row = (
             await self.session.execute(
-                select(Version, Payment.access_token_hash, share)
+                select(Version, Payment.access_token_hash)
                 .join(Payment, Payment.id == Version.payment_id)
                 .where(Version.id == version_id)
             )
         ).one_or_none()
-        return None if row is None else VersionAccess(row[0], row[1], bool(row[2]))
+        return None if row is None else VersionAccess(row[0], row[1])
+
+    async def shared(self, version_id: uuid.UUID, token_digest: str) -> bool:
+        """Whether a live share of the version has this token."""
+        share = select(Share.id).where(
+            and_(Share.version_id == version_id, Share.token_hash == token_digest, Share.revoked_at.is_(None))
+        )
+        return bool(await self.session.scalar(select(share.exists())))
 
     async def add_share(self, version_id: uuid.UUID, token_digest: str, label: str | None) -> Share:
         """A new read-only link to the version."""
