@@ -22,6 +22,8 @@ TABLES = {
     "quota_grants",
     "shares",
     "idempotent_requests",
+    "customer_events",
+    "deletions",
 }
 
 

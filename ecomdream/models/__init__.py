@@ -1,11 +1,14 @@
 """ORM models; importing this package registers every table on `Base.metadata`."""
 
 from ecomdream.models.access import IdempotentRequest, Share
+from ecomdream.models.events import CustomerEventRow, Deletion
 from ecomdream.models.payment import Payment, PaymentStatus, Plan, QuotaGrant
 from ecomdream.models.prompt import Image, Prompt, PromptStatus
 from ecomdream.models.version import Version, VersionStatus
 
 __all__ = [
+    "CustomerEventRow",
+    "Deletion",
     "IdempotentRequest",
     "Image",
     "Payment",

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Uuid
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ecomdream.db.base import Base, CreatedAtMixin
@@ -74,6 +74,9 @@ class Payment(CreatedAtMixin, Base):
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # SHA-256 of the customer's access token (initial payments; add-ons are covered by their model's).
     access_token_hash: Mapped[str | None] = mapped_column(String(64))
+    # Where the API client wants signed events (initial payments), and the signing secret, sealed at rest.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class QuotaGrant(CreatedAtMixin, Base):

@@ -19,6 +19,7 @@ class VersionStatus(StrEnum):
     TRAINING = "training"
     READY = "ready"
     FAILED = "failed"
+    DELETED = "deleted"
 
 
 class Version(CreatedAtMixin, Base):
@@ -26,7 +27,9 @@ class Version(CreatedAtMixin, Base):
 
     __tablename__ = "versions"
     __table_args__ = (
-        CheckConstraint("status IN ('validating', 'training', 'ready', 'failed')", name="status_known"),
+        CheckConstraint(
+            "status IN ('validating', 'training', 'ready', 'failed', 'deleted')", name="status_known"
+        ),
         CheckConstraint("progress IS NULL OR (progress >= 0 AND progress <= 1)", name="progress_range"),
         CheckConstraint("images_quota >= 0", name="quota_not_negative"),
         CheckConstraint("images_generated >= 0", name="generated_not_negative"),
