@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from activities.images import ImageActivities, PhotoRules
+from activities.mail import MailActivities
 from activities.payments import CheckoutSetup, PaymentActivities
 from activities.prompts import MAX_IMAGE_BYTES, PromptActivities
 from activities.records import RecordActivities
 from activities.replicate import PredictionActivities, ReplicateActivities, TrainingSetup
 from ecomdream.clients.deliveries import create_deliveries
 from ecomdream.clients.replicate import create_replicate_client
+from ecomdream.clients.smtp import SmtpServer
 from ecomdream.clients.storage import Storage
 from ecomdream.clients.stripe import create_stripe_client
 from ecomdream.config import Settings
@@ -70,6 +72,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     prompts = PromptActivities(sessionmaker, storage, create_deliveries(settings, MAX_IMAGE_BYTES, stack))
+    mail = MailActivities(sessionmaker, SmtpServer.from_settings(settings), settings.public_api_url)
     return ActivitySet(
         main=[
             payments.open_checkout,
@@ -88,6 +91,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             prompts.record_prompt_started,
             prompts.copy_images,
             prompts.record_prompt_finished,
+            mail.send_event_email,
         ],
         replicate_create=[replicate.create_training, predictions.create_prediction],
         replicate_read=[
