@@ -129,7 +129,8 @@ async def test_an_unreachable_server_fails_the_attempt_for_a_retry(
     assert (await row_of(down.sessionmaker, event)).email_state == "failing"
 
     await ActivityEnvironment().run(activities(db, stack).send_event_email, event)
-    assert len(mailbox.messages(to)) == 1
+    [message] = await mailbox.wait_for(to, within=5)
+    assert message["Subject"] == "More images for your model"
     assert (await row_of(down.sessionmaker, event)).email_state == "sent"
 
 
