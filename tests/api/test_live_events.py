@@ -141,7 +141,9 @@ class TestLiveProgress:
         assert ready["data"]["version_id"] == version_id
 
         # A browser that lost the stream after the first event gets the rest, and nothing twice.
-        async with stream(api, version_id, WALLET.token(version_id), **{"Last-Event-ID": str(ids[0])}) as again:
+        async with stream(
+            api, version_id, WALLET.token(version_id), **{"Last-Event-ID": str(ids[0])}
+        ) as again:
             replayed = await again.until_end()
         assert [e.id for e in replayed if e.id is not None] == [str(i) for i in ids[1:]]
 
