@@ -33,6 +33,14 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from _histories import (  # noqa: E402
+    ACTION_RULE,
+    BREAKDOWN_HEADERS,
+    BREAKDOWN_NOTE,
+    actions_line,
+    breakdown_rows,
+    journey_histories,
+)
 from _replicate import calls_line, extra_workers, rate_lines, run_calls, sandbox_jobs, seen_late  # noqa: E402
 from _stack import (  # noqa: E402
     PHOTO_COUNT,
@@ -68,6 +76,7 @@ from _stack import (  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from ecomdream.config import Settings  # noqa: E402
+from ecomdream.contracts import journey_id, prompt_workflow_id  # noqa: E402
 from ecomdream.devstack.stack import Stack  # noqa: E402
 from tests.fixtures.photos import valid_photos  # noqa: E402
 
@@ -93,6 +102,10 @@ class Timings:
     marker: str
     ready_wall: float
     images_wall: float
+    payment_id: str
+    prompt_id: str
+    # Each stage's [start, end) on the wall clock, to find the stage's events in the histories.
+    windows: dict[str, tuple[float, float]]
 
 
 @dataclass
@@ -138,6 +151,14 @@ async def journey(run: Run, index: int) -> Timings:
         marker = f"journey {index} on a beach at sunset"
         result = await generate(run.api, version_id, marker, run.timeout)
         wall = time.time() - time.perf_counter()
+        bounds = [
+            ("create payment", start, created),
+            ("pay -> paid", pay_start, paid),
+            ("upload -> photos accepted", upload_start, accepted),
+            ("accepted -> training submitted", accepted, submitted),
+            ("training submitted -> ready", submitted, ready),
+            ("prompt request -> images", result.started, result.finished),
+        ]
         return Timings(
             create=created - start,
             pay_request=pay_end - pay_start,
@@ -154,6 +175,9 @@ async def journey(run: Run, index: int) -> Timings:
             marker=marker,
             ready_wall=wall + ready,
             images_wall=wall + result.finished,
+            payment_id=payment_id,
+            prompt_id=result.prompt_id,
+            windows={name: (wall + a, wall + b) for name, a, b in bounds},
         )
 
 
@@ -341,6 +365,28 @@ async def replicate_report(
     return "\n".join(lines)
 
 
+BROKEN_DOWN = [
+    "create payment",
+    "pay -> paid",
+    "upload -> photos accepted",
+    "accepted -> training submitted",
+    "training submitted -> ready",
+    "prompt request -> images",
+]
+
+
+async def history_report(temporal: Client, timings: Sequence[Timings]) -> str:
+    """Actions per journey and each stage's time by where it went, from the workflow histories."""
+    ids = [(journey_id(t.payment_id), prompt_workflow_id(t.prompt_id)) for t in timings]
+    histories = await journey_histories(temporal, ids)
+    rows = breakdown_rows(
+        BROKEN_DOWN, [(t.windows, h) for t, h in zip(timings, histories, strict=True)], fmt_ms
+    )
+    return "\n".join(
+        ["", actions_line(histories), ACTION_RULE, "", BREAKDOWN_NOTE, table(BREAKDOWN_HEADERS, rows)]
+    )
+
+
 def worker_settings(args: argparse.Namespace) -> Settings:
     """The settings the workers run with (as far as the budgets go)."""
     return Settings(replicate_rate_share=args.replicate_share) if args.replicate_share else Settings()
@@ -362,6 +408,8 @@ async def bench(stack: Stack, args: argparse.Namespace) -> int:
     print(report(args, timings, failures, wall, cpu.report()), flush=True)
     print(await replicate_report(stack, args, timings, since), flush=True)
     print("", temporal_table(metrics_before, metrics_after), sep="\n", flush=True)
+    if timings:
+        print(await history_report(temporal, timings), flush=True)
     if failures:
         print(log_tails(stack), file=sys.stderr, flush=True)
         return 1

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import metrics
 from workflows.checkout import Checkout, refund
 from workflows.escalation import Escalation
+from workflows.record import show
 
 STAGE_OF = {
     CheckoutOutcome.EXPIRED: AddonStage.EXPIRED,
@@ -49,12 +50,10 @@ class AddonWorkflow:
     @workflow.run
     async def run(self, addon: AddonInput) -> AddonResult:
         """Pay → add the images to the journey → done; a journey that can no longer use them gets a refund."""
-        workflow.upsert_search_attributes(
-            [
-                PAYMENT_ID.value_set(str(addon.payment_id)),
-                PLAN_NAME.value_set(addon.plan.plan_name),
-                VERSION_ID.value_set(str(addon.version_id)),
-            ]
+        show(
+            PAYMENT_ID.value_set(str(addon.payment_id)),
+            PLAN_NAME.value_set(addon.plan.plan_name),
+            VERSION_ID.value_set(str(addon.version_id)),
         )
         self._enter(AddonStage.AWAITING_PAYMENT, f"Waiting for payment of {addon.plan.images} extra images")
         outcome = await self.checkout.wait()
@@ -125,7 +124,7 @@ class AddonWorkflow:
         return AddonResult(payment_id=addon.payment_id, stage=AddonStage.REFUNDED)
 
     def _enter(self, stage: AddonStage, details: str) -> None:
-        workflow.upsert_search_attributes([JOURNEY_STAGE.value_set(stage.value)])
+        show(JOURNEY_STAGE.value_set(stage.value))
         workflow.set_current_details(details)
 
     def flag(self, attention: Attention) -> None:
@@ -133,10 +132,10 @@ class AddonWorkflow:
         if self.attention is not attention:
             self.attention = attention
             metrics.operator_attention(attention.value)
-            workflow.upsert_search_attributes([NEEDS_OPERATOR.value_set(attention.value)])
+            show(NEEDS_OPERATOR.value_set(attention.value))
 
     def clear(self, attention: Attention) -> None:
         """The reason for `attention` is gone."""
         if self.attention is attention:
             self.attention = None
-            workflow.upsert_search_attributes([NEEDS_OPERATOR.value_unset()])
+            show(NEEDS_OPERATOR.value_unset())

@@ -266,14 +266,15 @@ class JourneyWorkflow:
     # Steps --------------------------------------------------------------------------------------------
 
     def _show_start(self, journey: JourneyInput) -> None:
-        workflow.upsert_search_attributes(
-            [PAYMENT_ID.value_set(str(journey.payment_id)), PLAN_NAME.value_set(journey.plan.plan_name)]
+        version = self.record.state.version_id
+        self.record.enter(
+            self.record.state.stage,
+            PAYMENT_ID.value_set(str(journey.payment_id)),
+            PLAN_NAME.value_set(journey.plan.plan_name),
+            *([VERSION_ID.value_set(str(version))] if version is not None else []),
         )
-        if self.record.state.version_id is not None:
-            workflow.upsert_search_attributes([VERSION_ID.value_set(str(self.record.state.version_id))])
         if journey.state is None:
             metrics.journey_stage(self.record.state.stage.value)
-        self.record.enter(self.record.state.stage)
 
     async def _settle_checkout(self) -> None:
         """Wait for the checkout and record how it ended; money that arrives meanwhile wins over expiry."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts.payment import (
@@ -33,6 +34,17 @@ ATTENTION = {
 }
 
 
+def show(*updates: SearchAttributeUpdate[Any]) -> None:
+    """Upsert the search attributes whose value changes, in one event (each upsert is a billed action).
+
+    Those set at start (by the API) and carried over by continue-as-new are not written again.
+    """
+    current = workflow.info().typed_search_attributes
+    changed = [update for update in updates if current.get(update.key) != update.value]
+    if changed:
+        workflow.upsert_search_attributes(changed)
+
+
 class JourneyRecord:
     """Holds the journey's `JourneyState` (frozen; replaced as a whole) and keeps the UI in step with it."""
 
@@ -46,27 +58,28 @@ class JourneyRecord:
         self.state = self.state.model_copy(update=changes)
         workflow.set_current_details(self.details())
 
-    def enter(self, stage: JourneyStage) -> None:
-        """Move to stage; once cancelling, only an ended stage follows."""
+    def enter(self, stage: JourneyStage, *also: SearchAttributeUpdate[Any]) -> None:
+        """Move to stage (with other search attributes that change with it); once cancelling, only an
+        ended stage follows."""
         if self.state.stage is JourneyStage.CANCELLING and stage not in ENDED_STAGES:
             return
         if stage is not self.state.stage:
             metrics.journey_stage(stage.value)
         self.state = self.state.model_copy(update={"stage": stage})
-        workflow.upsert_search_attributes([JOURNEY_STAGE.value_set(stage.value)])
+        show(JOURNEY_STAGE.value_set(stage.value), *also)
         workflow.set_current_details(self.details())
 
     def flag(self, attention: Attention) -> None:
         """An operator must act (searchable as `NeedsOperator`)."""
         if self.state.attention is not attention:
             metrics.operator_attention(attention.value)
-            workflow.upsert_search_attributes([NEEDS_OPERATOR.value_set(attention.value)])
+            show(NEEDS_OPERATOR.value_set(attention.value))
             self.update(attention=attention)
 
     def clear(self, attention: Attention) -> None:
         """The reason for `attention` is gone."""
         if self.state.attention is attention:
-            workflow.upsert_search_attributes([NEEDS_OPERATOR.value_unset()])
+            show(NEEDS_OPERATOR.value_unset())
             self.update(attention=None)
 
     def refunded(self, result: RefundResult) -> RefundResult:

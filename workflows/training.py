@@ -109,7 +109,6 @@ class TrainingRun:
         self.record.update(
             version_id=version_id, class_name=request.class_name, trigger_token=TRIGGER_TOKEN, error=None
         )
-        workflow.upsert_search_attributes([VERSION_ID.value_set(str(version_id))])
         await self.ledger.ledger(
             RecordActivities.create_version,
             VersionCreate(
@@ -123,7 +122,7 @@ class TrainingRun:
             summary="record the new model",
         )
         self.request = request
-        self.record.enter(JourneyStage.TRAINING)
+        self.record.enter(JourneyStage.TRAINING, VERSION_ID.value_set(str(version_id)))
         return TrainAccepted(version_id=version_id)
 
     def on_webhook(self, event: TrainingEvent) -> None:

