@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from activities.deletion import DeletionActivities, RetentionActivities
 from activities.images import ImageActivities, PhotoRules
 from activities.payments import CheckoutSetup, PaymentActivities
 from activities.prompts import MAX_IMAGE_BYTES, PromptActivities
@@ -70,6 +71,8 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     prompts = PromptActivities(sessionmaker, storage, create_deliveries(settings, MAX_IMAGE_BYTES, stack))
+    deletion = DeletionActivities(sessionmaker, storage)
+    retention = RetentionActivities(sessionmaker, storage)
     return ActivitySet(
         main=[
             payments.open_checkout,
@@ -88,11 +91,20 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             prompts.record_prompt_started,
             prompts.copy_images,
             prompts.record_prompt_finished,
+            deletion.begin_deletion,
+            deletion.stop_journey,
+            deletion.delete_training_files,
+            deletion.delete_generated,
+            deletion.delete_records,
+            deletion.finish_deletion,
+            retention.expire_images,
+            retention.delete_failed_uploads,
         ],
         replicate_create=[replicate.create_training, predictions.create_prediction],
         replicate_read=[
             replicate.poll_training,
             replicate.cancel_training,
+            replicate.delete_trained_model,
             predictions.poll_prediction,
             predictions.cancel_prediction,
         ],
