@@ -12,6 +12,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
+from temporalio.client import (
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
@@ -19,10 +27,11 @@ import workflows
 from activities import build_activities
 from ecomdream.clients.replicate import CREATES_PER_SECOND, OTHER_CALLS_PER_CREATE, OTHERS_PER_SECOND
 from ecomdream.clients.smtp import SmtpServer
-from ecomdream.clients.temporal import connect_from_settings, limit_task_queue
+from ecomdream.clients.temporal import connect_from_settings, ensure_schedule, limit_task_queue
 from ecomdream.config import Settings
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
-from workflows import WORKFLOWS
+from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE, RETENTION_SCHEDULE_ID
+from ecomdream.contracts.deletion import RetentionInput
+from workflows import WORKFLOWS, RetentionWorkflow
 from workflows.metrics import start_at_zero
 
 log = logging.getLogger("ecomdream.worker")
@@ -31,6 +40,9 @@ log = logging.getLogger("ecomdream.worker")
 # workers shut down together (`serve`), so the whole process needs this once: within compose's
 # stop_grace_period (30 s), with room to close the clients after it.
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+# The retention run: daily at 03:00 UTC; a run still going when the next is due makes that one skip.
+RETENTION_EVERY = timedelta(days=1)
+RETENTION_AT = timedelta(hours=3)
 TRAINING_BUCKETS = [30.0, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200]
 
 
@@ -72,6 +84,27 @@ def compile_workflows() -> None:
     compileall.compile_dir(Path(workflows.__file__).parent, quiet=2)
 
 
+def retention_schedule(settings: Settings) -> Schedule:
+    """The daily RetentionWorkflow with the retention settings (set again by every worker at start)."""
+    retention = RetentionInput(
+        image_days=settings.image_retention_days, failed_upload_days=settings.failed_upload_retention_days
+    )
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            RetentionWorkflow.run,
+            retention,
+            id=RETENTION_SCHEDULE_ID,
+            task_queue=settings.temporal_task_queue,
+            static_summary=(
+                f"Retention: images after {retention.image_days} days, "
+                f"failed uploads after {retention.failed_upload_days} days"
+            ),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=RETENTION_EVERY, offset=RETENTION_AT)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
 class Runnable(Protocol):
     """What `serve` needs of a worker."""
 
@@ -106,6 +139,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         for task_queue, per_second in budgets.items():
             reason = "ECOMDREAM_REPLICATE_RATE_SHARE of Replicate's limits (set by every worker at start)"
             await limit_task_queue(client, task_queue, per_second, reason)
+        await ensure_schedule(client, RETENTION_SCHEDULE_ID, retention_schedule(settings))
         workers = [
             Worker(
                 client,

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from activities.deletion import DeletionActivities, RetentionActivities
 from activities.images import ImageActivities, PhotoRules
 from activities.mail import MailActivities
 from activities.payments import CheckoutSetup, PaymentActivities
@@ -73,6 +74,8 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     prompts = PromptActivities(sessionmaker, storage, create_deliveries(settings, MAX_IMAGE_BYTES, stack))
     mail = MailActivities(sessionmaker, SmtpServer.from_settings(settings), settings.public_api_url)
+    deletion = DeletionActivities(sessionmaker, storage)
+    retention = RetentionActivities(sessionmaker, storage)
     return ActivitySet(
         main=[
             payments.open_checkout,
@@ -92,11 +95,20 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             prompts.copy_images,
             prompts.record_prompt_finished,
             mail.send_event_email,
+            deletion.begin_deletion,
+            deletion.stop_journey,
+            deletion.delete_training_files,
+            deletion.delete_generated,
+            deletion.delete_records,
+            deletion.finish_deletion,
+            retention.expire_images,
+            retention.delete_failed_uploads,
         ],
         replicate_create=[replicate.create_training, predictions.create_prediction],
         replicate_read=[
             replicate.poll_training,
             replicate.cancel_training,
+            replicate.delete_trained_model,
             predictions.poll_prediction,
             predictions.cancel_prediction,
         ],

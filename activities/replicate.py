@@ -11,11 +11,20 @@ from typing import Any, NoReturn
 
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
+from replicate.version import Versions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from ecomdream.clients.replicate import ProviderBusy, is_transient, prediction_status, training_status
+from ecomdream.clients.replicate import (
+    ProviderBusy,
+    delete_model,
+    delete_model_version,
+    is_transient,
+    prediction_status,
+    training_status,
+)
 from ecomdream.clients.storage import Storage
+from ecomdream.contracts.deletion import Deleted, ReplicateDeletion
 from ecomdream.contracts.prompt import PredictionCreate, PredictionPoll, PredictionStatus, PromptSpec
 from ecomdream.contracts.training import TrainingCreate, TrainingPoll, TrainingStatus
 from ecomdream.db.session import SessionMaker, transaction
@@ -195,6 +204,28 @@ class ReplicateActivities:
                 category=ApplicationErrorCategory.BENIGN,
             )
         return status
+
+    @activity.defn
+    async def delete_trained_model(self, request: ReplicateDeletion) -> dict[str, int]:
+        """Delete the trained version(s) and then the model they were pushed to (404: already gone).
+
+        Every version of the destination is deleted, also one a training pushed after we stopped
+        watching it; Replicate deletes a version's predictions and their files with it.
+        """
+        owner, name = self.setup.owner, destination_name(request.version_id)
+        try:
+            versions = [request.model_version] if request.model_version else []
+            listed = await Versions(client=self.client, model=(owner, name)).async_list()
+            versions += [f"{owner}/{name}:{v.id}" for v in listed.results]
+            deleted = [
+                await delete_model_version(self.client, version) for version in dict.fromkeys(versions)
+            ]
+            model = await delete_model(self.client, owner, name)
+        except ReplicateError as error:
+            if error.status != 404:
+                _reraise(error)
+            return {Deleted.REPLICATE_VERSION: 0, Deleted.REPLICATE_MODEL: 0}
+        return {Deleted.REPLICATE_VERSION: sum(deleted), Deleted.REPLICATE_MODEL: int(model)}
 
     @activity.defn
     async def cancel_training(self, training_id: str) -> None:

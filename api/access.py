@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import StateDep
 from api.guards import Access, Limits, digest, matches
-from ecomdream.errors import NotAllowed, NotAuthenticated, NotFound
+from ecomdream.errors import NoLongerAvailable, NotAllowed, NotAuthenticated, NotFound
 from ecomdream.models import Payment, Version
 from ecomdream.repositories.access import AccessRepository
 from ecomdream.repositories.payments import PaymentRepository
@@ -95,3 +95,13 @@ async def version_of(
     if found is not None and await access.shared(version_id, caller.token_digest):
         return found.version, Access.SHARE
     raise await caller.not_found(unknown)
+
+
+def not_deleted(version: Version) -> Version:
+    """The model, unless its owner deleted it (410: it existed, and its content is gone)."""
+    if version.deleted_at is not None:
+        raise NoLongerAvailable(
+            f"This model was deleted at its owner's request on {version.deleted_at:%Y-%m-%d}; its photos, "
+            "prompts and images are gone (the deletion's receipt says what was deleted)"
+        )
+    return version

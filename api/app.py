@@ -15,7 +15,16 @@ from api.idempotency import Idempotency
 from api.journeys import Journeys
 from api.limits import BodyLimit
 from api.live import EventFeed
-from api.routes import events, health, payments, prompts, replicate_webhook, stripe_webhook, versions
+from api.routes import (
+    deletions,
+    events,
+    health,
+    payments,
+    prompts,
+    replicate_webhook,
+    stripe_webhook,
+    versions,
+)
 from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
@@ -83,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stripe_webhook.router)
     app.include_router(versions.router)
     app.include_router(events.router)
+    app.include_router(deletions.router)
     app.include_router(prompts.router)
     app.include_router(replicate_webhook.router)
     return app

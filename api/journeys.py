@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.client import (
@@ -23,7 +23,8 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from ecomdream.contracts import addon_id, journey_id
+from ecomdream.contracts import addon_id, deletion_workflow_id, journey_id
+from ecomdream.contracts.deletion import DeletionInput, DeletionReceipt
 from ecomdream.contracts.payment import (
     AddonInput,
     CheckoutOpen,
@@ -47,6 +48,7 @@ from ecomdream.errors import (
     Unpaid,
 )
 from workflows.addon import AddonWorkflow
+from workflows.deletion import DeletionWorkflow
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("ecomdream.api.journeys")
@@ -68,11 +70,14 @@ REFUSALS: dict[Refusal, type[EcomdreamError]] = {
     Refusal.NOT_RETRYABLE: NotNow,
     Refusal.NOT_ACTIVE: NotNow,
     Refusal.NOTHING_TO_RESUME: NotNow,
+    Refusal.DELETED: NoLongerAvailable,
 }
 # How long a train request waits for the photo check (the customer's upload is already staged).
 TRAIN_TIMEOUT_S = 600
 # Checking a payment's journey before reading its upload should not keep the customer long.
 LOOKUP_TIMEOUT_S = 15
+# A deletion answers once its receipt is written (the first step of its workflow).
+RECEIPT_TIMEOUT_S = 30
 
 
 class PromptQueued(Exception):
@@ -250,3 +255,29 @@ class Journeys:
             raise
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             raise PromptQueued from exc
+
+    async def delete_version(self, version_id: uuid.UUID, payment_id: uuid.UUID) -> DeletionReceipt:
+        """Start the model's deletion (or find it running) and answer its receipt once it is written."""
+        start = WithStartWorkflowOperation(
+            DeletionWorkflow.run,
+            DeletionInput(version_id=version_id, payment_id=payment_id, requested_at=datetime.now(UTC)),
+            id=deletion_workflow_id(version_id),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Deletion of version {version_id}",
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(PAYMENT_ID, str(payment_id)),
+                    SearchAttributePair(VERSION_ID, str(version_id)),
+                ]
+            ),
+        )
+        try:
+            async with asyncio.timeout(RECEIPT_TIMEOUT_S):
+                return await self.client.execute_update_with_start_workflow(
+                    DeletionWorkflow.get_receipt, start_workflow_operation=start
+                )
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise Unavailable(
+                "Your deletion is queued and will start shortly; repeat the request to get its receipt"
+            ) from exc

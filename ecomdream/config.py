@@ -255,6 +255,23 @@ class Settings(BaseSettings):
         default=60, ge=5, le=7 * 24 * 60, description="How long a presigned image URL handed out stays valid"
     )
 
+    image_retention_days: int = Field(
+        default=365,
+        ge=1,
+        description=(
+            "Generated images are deleted from the bucket this many days after they were made (the daily "
+            "retention schedule); their prompts stay listed without them"
+        ),
+    )
+    failed_upload_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Staged photos left this long by uploads that failed or journeys that ended without a model "
+            "are deleted (the daily retention schedule)"
+        ),
+    )
+
     @model_validator(mode="after")
     def _limits_parse(self) -> Self:
         """A limit that does not parse would otherwise fail at the first request, not at start."""

@@ -1,9 +1,17 @@
 """Workflows: thin, deterministic checklists of activities, timers and waits."""
 
 from workflows.addon import AddonWorkflow
+from workflows.deletion import DeletionWorkflow, RetentionWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.prompt import PromptWorkflow
 
-WORKFLOWS: list[type] = [JourneyWorkflow, AddonWorkflow, PromptWorkflow]
+WORKFLOWS: list[type] = [JourneyWorkflow, AddonWorkflow, PromptWorkflow, DeletionWorkflow, RetentionWorkflow]
 
-__all__ = ["WORKFLOWS", "AddonWorkflow", "JourneyWorkflow", "PromptWorkflow"]
+__all__ = [
+    "WORKFLOWS",
+    "AddonWorkflow",
+    "DeletionWorkflow",
+    "JourneyWorkflow",
+    "PromptWorkflow",
+    "RetentionWorkflow",
+]

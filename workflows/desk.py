@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ChildWorkflowError, is_cancelled_exception
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts import prompt_workflow_id
@@ -19,6 +22,7 @@ from workflows.record import JourneyRecord
 
 # Prompts remembered for idempotent retries (a retry comes within minutes; this is hours of prompts).
 SERVED_KEPT = 100
+DELETED = "Stopped: the model was deleted. No images were charged to your quota"
 
 
 class PromptDesk:
@@ -29,6 +33,7 @@ class PromptDesk:
         self.prompts_per_run = prompts_per_run
         self.busy = False
         self.served_this_run = 0
+        self.child: ChildWorkflowHandle[PromptWorkflow, PromptOutcome] | None = None
 
     def served(self, request: PromptRequest) -> ServedPrompt | None:
         """The answer already given to this prompt (a retried request), if any."""
@@ -36,6 +41,8 @@ class PromptDesk:
 
     def refusal(self, request: PromptRequest) -> None:
         """The per-version lock and the quota: one prompt at a time, never more images than are left."""
+        if self.record.deleting:
+            raise refuse(Refusal.DELETED, "This model has been deleted")
         if self.served(request) is not None:
             return
         stage = self.record.state.stage
@@ -67,7 +74,7 @@ class PromptDesk:
             assert state.version_id is not None
             assert state.model_version is not None
             workflow.set_current_details(f"{self.record.details()}; generating {request.spec.num_outputs}")
-            outcome = await workflow.execute_child_workflow(
+            self.child = await workflow.start_child_workflow(
                 PromptWorkflow.run,
                 PromptInput(
                     prompt_id=request.prompt_id,
@@ -89,6 +96,15 @@ class PromptDesk:
                     ]
                 ),
             )
+            if self.record.deleting:
+                self.child.cancel()  # `stop` ran while the child was starting
+            try:
+                outcome = await self.child
+            except ChildWorkflowError as err:
+                if not is_cancelled_exception(err):
+                    raise
+                # Cancelled by `stop`: nothing was delivered or charged.
+                return PromptOutcome(prompt_id=request.prompt_id, status="failed", error=DELETED)
             metrics.prompt(outcome.status, outcome.images)
             self.served_this_run += 1
             answer = ServedPrompt(
@@ -102,16 +118,26 @@ class PromptDesk:
             return outcome
         finally:
             self.busy = False
+            self.child = None
             workflow.set_current_details(self.record.details())
 
-    async def until_fresh_run_is_due(self) -> None:
-        """Wait until the desk is idle and the history long enough to continue as a new run."""
+    async def stop(self) -> None:
+        """The model is being deleted: cancel the prompt being generated, and wait until the desk is idle."""
+        if self.child is not None:
+            self.child.cancel()
+        await workflow.wait_condition(lambda: not self.busy)
+
+    async def until_fresh_run_is_due(self, stop: Callable[[], bool]) -> None:
+        """Wait until the desk is idle and the history long enough to continue as a new run (or `stop`)."""
         await workflow.wait_condition(
             lambda: (
-                not self.busy
-                and (
-                    self.served_this_run >= self.prompts_per_run
-                    or workflow.info().is_continue_as_new_suggested()
+                stop()
+                or (
+                    not self.busy
+                    and (
+                        self.served_this_run >= self.prompts_per_run
+                        or workflow.info().is_continue_as_new_suggested()
+                    )
                 )
             )
         )

@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
         CheckoutOpen,
         CheckoutOpened,
         CheckoutOutcome,
+        DeleteRequest,
         GrantRecord,
         GrantRequest,
         JourneyInput,
@@ -93,8 +94,11 @@ class JourneyWorkflow:
             if journey.state is None or journey.state.stage is not JourneyStage.READY:
                 # The model is ready: what led here is never replayed again.
                 await self._continue_as_new()
-            await self.desk.until_fresh_run_is_due()
+            await self.desk.until_fresh_run_is_due(stop=lambda: self.record.deleting)
             await self._continue_as_new()
+            # Only a deletion ends a ready journey.
+            await self.desk.stop()
+            self.record.enter(JourneyStage.DELETED)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._snapshot()
 
@@ -170,6 +174,20 @@ class JourneyWorkflow:
         """Only a model that serves prompts takes add-ons (the add-on is refunded otherwise)."""
         if self.record.state.stage is not JourneyStage.READY:
             raise refuse(Refusal.JOURNEY_ENDED, "This model can no longer use extra images")
+
+    @workflow.update
+    async def delete(self, request: DeleteRequest) -> JourneyState:
+        """The customer deletes the model (sent by its DeletionWorkflow): stop the work and end `deleted`.
+
+        A running training is cancelled at Replicate and a prompt being generated is cancelled; a model
+        that was not ready yet is refunded like a cancel; a ready one (delivered) is not.
+        """
+        workflow.logger.info("the customer deletes the model (receipt %s)", request.receipt_id)
+        self.record.delete()
+        if self.record.state.stage not in (JourneyStage.READY, *ENDED_STAGES):
+            self.record.enter(JourneyStage.CANCELLING)
+        await workflow.wait_condition(lambda: self.record.state.stage in ENDED_STAGES)
+        return self._snapshot()
 
     # Operators ----------------------------------------------------------------------------------------
 
@@ -297,7 +315,12 @@ class JourneyWorkflow:
         self.record.enter(STAGE_OF[outcome])
 
     async def _continue_as_new(self) -> None:
-        await workflow.wait_condition(lambda: not self.desk.busy and workflow.all_handlers_finished())
+        """Continue as a new run once the desk is idle; not when the model is being deleted (returns)."""
+        await workflow.wait_condition(
+            lambda: self.record.deleting or (not self.desk.busy and workflow.all_handlers_finished())
+        )
+        if self.record.deleting:
+            return
         snapshot = self._snapshot().model_copy(update={"runs": self.record.state.runs + 1})
         workflow.continue_as_new(self.journey.model_copy(update={"state": snapshot}))
 

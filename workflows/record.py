@@ -26,7 +26,9 @@ DETAILS = {
     JourneyStage.VALIDATING: "Checking the customer's photos",
     JourneyStage.EXPIRED: "Checkout expired without payment",
     JourneyStage.PAYMENT_FAILED: "Payment failed at Stripe",
+    JourneyStage.DELETED: "Deleted at the customer's request (see the deletion's receipt)",
 }
+DELETED_REASON = "the customer deleted the model"
 ATTENTION = {
     Attention.REFUND_REFUSED: "an operator must settle the refund",
     Attention.LEDGER_FAILING: "a ledger write keeps failing (retrying); check the database",
@@ -52,6 +54,13 @@ class JourneyRecord:
         self.state = state
         # Operator's cancel: every phase checks it at each step (kept per run: only live stages cancel).
         self.cancel_reason: str | None = None
+        # The customer's deletion: a cancel that ends in DELETED (a ready model stops without a refund).
+        self.deleting = False
+
+    def delete(self) -> None:
+        """The customer deletes the model: every phase stops as for a cancel."""
+        self.deleting = True
+        self.cancel_reason = self.cancel_reason or DELETED_REASON
 
     def update(self, **changes: Any) -> None:
         """Change fields of the state (and refresh the details the UI shows)."""
@@ -60,9 +69,11 @@ class JourneyRecord:
 
     def enter(self, stage: JourneyStage, *also: SearchAttributeUpdate[Any]) -> None:
         """Move to stage (with other search attributes that change with it); once cancelling, only an
-        ended stage follows."""
+        ended stage follows; a deleted journey ends DELETED."""
         if self.state.stage is JourneyStage.CANCELLING and stage not in ENDED_STAGES:
             return
+        if self.deleting and stage in ENDED_STAGES:
+            stage = JourneyStage.DELETED
         if stage is not self.state.stage:
             metrics.journey_stage(stage.value)
         self.state = self.state.model_copy(update={"stage": stage})

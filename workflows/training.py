@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
         REPLICATE_READ_TASK_QUEUE,
         staging_prefix,
     )
-    from ecomdream.contracts.payment import JourneyStage
+    from ecomdream.contracts.payment import ENDED_STAGES, JourneyStage
     from ecomdream.contracts.refusals import Refusal, refuse, training_refusal
     from ecomdream.contracts.search import VERSION_ID
     from ecomdream.contracts.training import (
@@ -133,11 +133,9 @@ class TrainingRun:
     # The main loop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """From photos to an ended training: READY, FAILED or CANCELLED (or PAID again: photos lost)."""
-        while self.record.state.stage not in (
-            JourneyStage.READY,
-            JourneyStage.FAILED,
-            JourneyStage.CANCELLED,
+        """From photos to an ended training: READY, FAILED, CANCELLED or DELETED (or PAID again: photos lost)."""
+        while (
+            self.record.state.stage is not JourneyStage.READY and self.record.state.stage not in ENDED_STAGES
         ):
             await workflow.wait_condition(
                 lambda: self.request is not None or (self._cancelled and not self.checking)
@@ -154,6 +152,8 @@ class TrainingRun:
         return self.record.cancel_reason is not None
 
     def _cancel_text(self) -> str:
+        if self.record.deleting:
+            return "Deleted by the customer"
         return f"Cancelled by operator: {self.record.cancel_reason}"
 
     async def _prepare_and_train(self, request: TrainRequest) -> TrainingStatus | None:

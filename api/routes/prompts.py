@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 
-from api.access import CallerDep, version_of
+from api.access import CallerDep, not_deleted, version_of
 from api.deps import ReadSessionDep, StateDep
 from api.errors import AUTH_RESPONSES, KEYED_RESPONSES, WRITE_RESPONSES
 from api.idempotency import Answer, Claim, idempotency_key, once, request_hash
@@ -33,7 +33,7 @@ from api.state import AppState
 from ecomdream.clients.storage import Storage
 from ecomdream.contracts.prompt import PromptRequest, PromptSpec
 from ecomdream.db.session import transaction
-from ecomdream.errors import InvalidRequest, NoLongerAvailable, ProviderFailed
+from ecomdream.errors import InvalidRequest, ProviderFailed
 from ecomdream.models import Version
 from ecomdream.repositories.prompts import PromptRepository
 from ecomdream.repositories.versions import VersionRepository
@@ -110,8 +110,7 @@ async def create_prompt(
     async with state.read_sessionmaker() as session:
         version, access = await version_of(session, caller, version_id)
     caller.owner_only(access)
-    if version.deleted_at is not None:
-        raise NoLongerAvailable("Your model has been deleted")
+    not_deleted(version)
     key = idempotency_key(request)
     claim: Claim | None = None
     if key is not None:
@@ -221,7 +220,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         raise InvalidRequest("Invalid cursor; use the next_cursor of a previous page") from exc
 
 
-@router.get("/list/{version_id}", response_model=PromptsPublic, responses=AUTH_RESPONSES)
+@router.get("/list/{version_id}", response_model=PromptsPublic, responses={**AUTH_RESPONSES, 410: {}})
 async def list_prompts(
     version_id: uuid.UUID,
     session: ReadSessionDep,
@@ -232,7 +231,8 @@ async def list_prompts(
 ) -> PromptsPublic:
     """A model's prompts with their images, newest first, paginated by cursor (owner or share token)."""
     after = _decode_cursor(cursor)
-    await version_of(session, caller, version_id)
+    version, _ = await version_of(session, caller, version_id)
+    not_deleted(version)
     rows = await PromptRepository(session).page(version_id, limit, after)
     if rows is None:
         raise await caller.not_found("Invalid version id")
@@ -249,5 +249,6 @@ async def get_prompt(
     row = await PromptRepository(session).one(prompt_id)
     if row is None:
         raise await caller.not_found(UNKNOWN_PROMPT)
-    await version_of(session, caller, row["version_id"], unknown=UNKNOWN_PROMPT)
+    version, _ = await version_of(session, caller, row["version_id"], unknown=UNKNOWN_PROMPT)
+    not_deleted(version)
     return PromptOne(**(await _public(state.storage, row)).model_dump())

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
-from api.access import Caller, CallerDep, payment_of, version_of
+from api.access import Caller, CallerDep, not_deleted, payment_of, version_of
 from api.deps import ReadSessionDep, StateDep
 from api.errors import AUTH_RESPONSES, KEYED_RESPONSES, WRITE_RESPONSES
 from api.guards import digest, new_token
 from api.idempotency import Answer, Claim, idempotency_key, once, request_hash
+from api.schemas.deletions import DeletionAccepted
 from api.schemas.versions import (
     ExtendedInfo,
     PhotosRejectedPublic,
@@ -32,9 +33,11 @@ from ecomdream.db.session import transaction
 from ecomdream.errors import EcomdreamError, InvalidRequest, NotAllowed, NotFound, Unavailable
 from ecomdream.models import Version, VersionStatus
 from ecomdream.repositories.access import AccessRepository
+from ecomdream.repositories.events import DeletionRepository
 from ecomdream.repositories.payments import PlanRepository
 
 router = APIRouter(prefix="/api/v1/versions", tags=["versions"])
+GONE_RESPONSE: dict[str, object] = {"description": "The owner deleted the model"}
 
 # Upload ids of keyed requests derive from the key, so a retry that takes over is the same `train` update.
 KEYED_UPLOADS = uuid.UUID("2b8e6f3a-51c4-4a8e-b1f7-9d0e3c5a7b62")
@@ -193,11 +196,57 @@ def _public(version: Version) -> VersionPublic:
     )
 
 
-@router.get("/info/{version_id}", response_model=VersionPublic, responses=AUTH_RESPONSES)
+@router.get(
+    "/info/{version_id}", response_model=VersionPublic, responses={**AUTH_RESPONSES, 410: GONE_RESPONSE}
+)
 async def version_info(version_id: uuid.UUID, session: ReadSessionDep, caller: CallerDep) -> VersionPublic:
     """The model's status, training progress and, once ready, its image quota (owner or share token)."""
     version, _ = await version_of(session, caller, version_id)
-    return _public(version)
+    return _public(not_deleted(version))
+
+
+@router.delete(
+    "/{version_id}",
+    status_code=202,
+    response_model=DeletionAccepted,
+    responses={**WRITE_RESPONSES, **KEYED_RESPONSES},
+)
+async def delete_version(
+    version_id: uuid.UUID, request: Request, state: StateDep, caller: CallerDep
+) -> JSONResponse:
+    """Delete the model and everything made for it: running work stops, then the photos, the training set,
+    every generated image, the prompts, the share links and the trained model at Replicate are deleted.
+    Only the payments ledger stays. Answers a receipt at once; repeating the request answers the same one.
+    A model deleted before it was ready is refunded; a ready one is not.
+    """
+    async with state.read_sessionmaker() as session:
+        version, access = await version_of(session, caller, version_id)
+        caller.owner_only(access)
+        receipt = await DeletionRepository(session).of_version(version_id)
+    claim: Claim | None = None
+    key = idempotency_key(request)
+    if key is not None:
+        claimed = await state.idempotency.claim(
+            caller.token_digest, key, request_hash("delete", str(version_id))
+        )
+        if isinstance(claimed, JSONResponse):
+            return claimed
+        claim = claimed
+
+    async def delete() -> Answer:
+        if receipt is not None and receipt.state == "done":
+            receipt_id, status = receipt.receipt_id, "done"
+        else:
+            started = await state.journeys.delete_version(version.id, version.payment_id)
+            receipt_id, status = started.receipt_id, started.state
+        accepted = DeletionAccepted(
+            receipt_id=receipt_id,
+            status="done" if status == "done" else "running",
+            status_url=f"/api/v1/deletions/{receipt_id}",
+        )
+        return 202, accepted.model_dump(mode="json")
+
+    return await once(state.idempotency, claim, delete)
 
 
 @router.post("/{version_id}/shares", status_code=201, response_model=SharePublic, responses=WRITE_RESPONSES)
@@ -206,8 +255,9 @@ async def create_share(
 ) -> SharePublic:
     """A read-only link to this model's gallery: its `token` reads the model's info and prompts, nothing else."""
     async with transaction(state.sessionmaker) as session:
-        _, access = await version_of(session, caller, version_id)
+        version, access = await version_of(session, caller, version_id)
         caller.owner_only(access)
+        not_deleted(version)
         token = new_token()
         share = await AccessRepository(session).add_share(
             version_id, digest(token), body.label if body else None

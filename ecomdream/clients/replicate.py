@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
+from replicate.version import Versions
 from replicate.webhook import Webhooks, WebhookSigningSecret
 
 from ecomdream.config import Settings
@@ -84,6 +85,41 @@ def create_replicate_client(settings: Settings, *, stack: AsyncExitStack | None 
     return Client(
         api_token=settings.replicate_token(), base_url=settings.replicate_api_base, transport=transport
     )
+
+
+def split_model_version(model_version: str) -> tuple[str, str, str]:
+    """(owner, name, version id) of `owner/name:version`."""
+    key, _, version = model_version.rpartition(":")
+    owner, _, name = key.partition("/")
+    if not owner or not name or not version:
+        raise ValueError(f"not a model version: {model_version!r}")
+    return owner, name, version
+
+
+async def delete_model_version(client: Client, model_version: str) -> bool:
+    """`DELETE /v1/models/{owner}/{name}/versions/{id}` (the version, its predictions and their files).
+
+    True when it was deleted now, False when it was already gone (404).
+    """
+    owner, name, version = split_model_version(model_version)
+    try:
+        await Versions(client=client, model=(owner, name)).async_delete(version)
+    except ReplicateError as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+async def delete_model(client: Client, owner: str, name: str) -> bool:
+    """`DELETE /v1/models/{owner}/{name}` (a private model without versions); False when already gone."""
+    try:
+        await client.models.async_delete(owner, name)
+    except ReplicateError as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
 
 
 def is_transient(error: ReplicateError) -> bool:

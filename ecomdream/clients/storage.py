@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import aioboto3
@@ -28,6 +29,8 @@ S3_CONFIG = AioConfig(
 )
 SIGNED_URL_REUSE = 1 / 6  # of a presigned image URL's lifetime
 SIGNED_URL_CACHE = 20_000  # URLs kept (about 6 MB)
+# S3's limit of keys per list page and per DeleteObjects request.
+BATCH = 1000
 
 
 class Storage:
@@ -131,18 +134,43 @@ class Storage:
 
     async def list_keys(self, prefix: str) -> list[str]:
         """Every key under prefix."""
-        keys: list[str] = []
+        return [key async for page in self.pages(prefix) for key, _ in page]
+
+    async def pages(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]:
+        """The keys under prefix with their last-modified times, a page (up to 1,000) at a time."""
         paginator = self.client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []) if "Key" in obj)
-        return keys
+        async for page in paginator.paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": BATCH}
+        ):
+            found = [(obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []) if "Key" in obj]
+            if found:
+                yield found
+
+    async def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete these objects (missing ones are fine), up to 1,000 in one request."""
+        for start in range(0, len(keys), BATCH):
+            batch = keys[start : start + BATCH]
+            response = await self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+            )
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise RuntimeError(
+                    f"{len(errors)} objects not deleted; {first.get('Key')}: {first.get('Message')}"
+                )
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under prefix; returns how many were deleted (0 when already gone)."""
-        keys = await self.list_keys(prefix)
-        for key in keys:
-            await self.client.delete_object(Bucket=self.bucket, Key=key)
-        return len(keys)
+        """Delete every object under prefix, a page at a time; how many were deleted (0 when already gone)."""
+        deleted = 0
+        while True:
+            # Always the first page: what was deleted is gone from the listing.
+            listed = await self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=BATCH)
+            keys = [obj["Key"] for obj in listed.get("Contents", []) if "Key" in obj]
+            if not keys:
+                return deleted
+            await self.delete_keys(keys)
+            deleted += len(keys)
 
     async def presigned_get(self, key: str, expires_in: int = 3600) -> str:
         """A time-limited GET URL for a private object."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import RateLimit
 from temporalio.api.workflowservice.v1 import UpdateTaskQueueConfigRequest
-from temporalio.client import Client
+from temporalio.client import Client, Schedule, ScheduleAlreadyRunningError, ScheduleUpdate
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.runtime import Runtime
@@ -98,3 +98,11 @@ async def limit_task_queue(client: Client, task_queue: str, per_second: float, r
             ),
         )
     )
+
+
+async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule) -> None:
+    """Create the schedule, or bring an existing one up to date (every worker does this at start)."""
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(schedule_id).update(lambda _: ScheduleUpdate(schedule=schedule))

@@ -18,6 +18,15 @@ def prompt_workflow_id(prompt_id: object) -> str:
     return f"prompt-{prompt_id}"
 
 
+def deletion_workflow_id(version_id: object) -> str:
+    """Workflow id of a model's deletion (one per version: a repeated request finds the same run)."""
+    return f"deletion-{version_id}"
+
+
+# The daily retention run (a Temporal Schedule; each run's id is this plus its time).
+RETENTION_SCHEDULE_ID = "retention"
+
+
 # Every Replicate call runs on one of these queues. Each has a server-side rate limit that holds for all
 # workers together (set by every worker at start, see worker.py), under Replicate's own limit for the kind
 # of call: creates (trainings, predictions) on one, every other call (polls, cancels) on the other, so a

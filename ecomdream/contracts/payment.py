@@ -33,6 +33,8 @@ class JourneyStage(StrEnum):
     READY = "ready"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # The customer deleted the model: running work was stopped (refunded unless the model was ready).
+    DELETED = "deleted"
 
 
 # Journeys in these stages will not change any more.
@@ -43,6 +45,7 @@ ENDED_STAGES = frozenset(
         JourneyStage.PAYMENT_FAILED,
         JourneyStage.FAILED,
         JourneyStage.CANCELLED,
+        JourneyStage.DELETED,
     }
 )
 # Nothing was paid (or the payment is not in yet).
@@ -274,6 +277,12 @@ class CancelRequest(Contract):
     """Operator action: stop the journey (cancels a running training and refunds)."""
 
     reason: str = Field(min_length=1, max_length=200)
+
+
+class DeleteRequest(Contract):
+    """The customer deletes the model: stop running work and end (a `DeletionWorkflow` sends it)."""
+
+    receipt_id: uuid.UUID
 
 
 class RetryRequest(Contract):

@@ -33,6 +33,7 @@ class Refusal(StrEnum):
     NOT_RETRYABLE = "NotRetryable"
     NOT_ACTIVE = "NotActive"
     NOTHING_TO_RESUME = "NothingToResume"
+    DELETED = "Deleted"
 
 
 def refuse(refusal: Refusal, message: str, *details: Any) -> ApplicationError:
@@ -53,6 +54,8 @@ def training_refusal(stage: JourneyStage, busy: bool) -> ApplicationError | None
         return refuse(Refusal.NOT_PAID, "You must pay to train model")
     if busy or stage is JourneyStage.VALIDATING:
         return refuse(Refusal.BUSY, "Your photos are already being processed, please wait")
+    if stage is JourneyStage.DELETED:
+        return refuse(Refusal.DELETED, "This model has been deleted")
     if stage in (JourneyStage.CANCELLED, JourneyStage.CANCELLING):
         return refuse(Refusal.JOURNEY_ENDED, "This payment was cancelled and refunded")
     if stage in (JourneyStage.FAILED, JourneyStage.AWAITING_RETRY):

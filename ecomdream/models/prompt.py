@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -69,6 +70,8 @@ class Image(CreatedAtMixin, Base):
         UniqueConstraint("prompt_id", "position", name="uq_images_prompt_id_position"),
         CheckConstraint("width > 0 AND height > 0", name="size_positive"),
         CheckConstraint("position >= 0", name="position_not_negative"),
+        # The retention run's question: which live images are older than the setting.
+        Index("ix_images_created_at_live", "created_at", postgresql_where=text("expired_at IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -77,3 +80,5 @@ class Image(CreatedAtMixin, Base):
     s3_key: Mapped[str] = mapped_column(String(1024), nullable=False, unique=True)
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Set when retention deleted the object: the row stays (the prompt made it), its URL is never offered.
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ecomdream.models import Payment, Share, Version
@@ -83,3 +83,8 @@ class AccessRepository:
             .values(revoked_at=func.coalesce(Share.revoked_at, at))
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def delete_shares(self, version_id: uuid.UUID) -> int:
+        """Delete every share link of the version (live or revoked): their tokens open nothing any more."""
+        result = await self.session.execute(delete(Share).where(Share.version_id == version_id))
+        return int(result.rowcount)  # type: ignore[attr-defined]

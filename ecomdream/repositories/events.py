@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,6 +53,15 @@ class EventRepository:
             select(CustomerEventRow).where(CustomerEventRow.event_id == event_id)
         )
 
+    async def delete_of_version(self, version_id: uuid.UUID, keep: Sequence[str] = ()) -> int:
+        """Delete the version's events (they may name its prompts), except those of the `keep` types."""
+        result = await self.session.execute(
+            delete(CustomerEventRow).where(
+                CustomerEventRow.version_id == version_id, CustomerEventRow.type.not_in(keep)
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     async def of_version(
         self, version_id: uuid.UUID, after_seq: int = 0, limit: int = 100
     ) -> Sequence[CustomerEventRow]:
@@ -92,3 +101,35 @@ class DeletionRepository:
     async def get(self, receipt_id: uuid.UUID) -> Deletion | None:
         """One receipt by id."""
         return await self.session.get(Deletion, receipt_id)
+
+    async def open(
+        self, receipt_id: uuid.UUID, version_id: uuid.UUID, payment_id: uuid.UUID, requested_at: datetime
+    ) -> Deletion:
+        """The version's receipt: written once; a second call (any receipt id) finds the first."""
+        await self.session.execute(
+            insert(Deletion)
+            .values(
+                receipt_id=receipt_id, version_id=version_id, payment_id=payment_id, requested_at=requested_at
+            )
+            .on_conflict_do_nothing(index_elements=[Deletion.version_id])
+        )
+        receipt = await self.of_version(version_id)
+        assert receipt is not None, "the receipt was just written"
+        return receipt
+
+    async def add(self, receipt_id: uuid.UUID, counts: Mapping[str, int]) -> None:
+        """Add what a step deleted to the receipt's counts (in the step's own transaction)."""
+        receipt = await self.session.get(Deletion, receipt_id, with_for_update=True)
+        assert receipt is not None, "a deletion step runs after its receipt was written"
+        merged = dict(receipt.deleted)
+        for kind, count in counts.items():
+            merged[kind] = int(str(merged.get(kind, 0))) + count
+        receipt.deleted = merged
+
+    async def finish(self, receipt_id: uuid.UUID, at: datetime) -> None:
+        """Everything is deleted: the receipt says so, and when (set once)."""
+        await self.session.execute(
+            update(Deletion)
+            .where(Deletion.receipt_id == receipt_id)
+            .values(state="done", completed_at=func.coalesce(Deletion.completed_at, at))
+        )

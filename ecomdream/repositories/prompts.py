@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +27,7 @@ LIST_SQL = text(
                         SELECT json_agg(json_build_object(
                                  'key', i.s3_key, 'width', i.width, 'height', i.height,
                                  'created_at', i.created_at) ORDER BY i.position)
-                        FROM images i WHERE i.prompt_id = p.id), '[]'::json) AS images
+                        FROM images i WHERE i.prompt_id = p.id AND i.expired_at IS NULL), '[]'::json) AS images
                FROM prompts p
                WHERE p.version_id = v.id
                  AND (CAST(:cursor_at AS timestamptz) IS NULL
@@ -48,7 +48,7 @@ ONE_SQL = text(
              SELECT json_agg(json_build_object(
                       'key', i.s3_key, 'width', i.width, 'height', i.height, 'created_at', i.created_at)
                     ORDER BY i.position)
-             FROM images i WHERE i.prompt_id = p.id), '[]'::json) AS images
+             FROM images i WHERE i.prompt_id = p.id AND i.expired_at IS NULL), '[]'::json) AS images
     FROM prompts p WHERE p.id = :prompt_id
     """
 )
@@ -166,3 +166,40 @@ class PromptRepository:
         """One prompt with its images."""
         row = (await self.session.execute(ONE_SQL, {"prompt_id": prompt_id})).mappings().first()
         return dict(row) if row else None
+
+    async def images_of_version(self, version_id: uuid.UUID, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """Up to `limit` of the version's images (id, object key), locked for their deletion."""
+        rows = await self.session.execute(
+            select(Image.id, Image.s3_key)
+            .join(Prompt, Prompt.id == Image.prompt_id)
+            .where(Prompt.version_id == version_id)
+            .order_by(Image.id)
+            .limit(limit)
+            .with_for_update(of=Image)
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def delete_images(self, image_ids: list[uuid.UUID]) -> int:
+        """Delete these image rows."""
+        result = await self.session.execute(delete(Image).where(Image.id.in_(image_ids)))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def delete_of_version(self, version_id: uuid.UUID) -> int:
+        """Delete the version's prompts (their images first: see `images_of_version`)."""
+        result = await self.session.execute(delete(Prompt).where(Prompt.version_id == version_id))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def expiring_images(self, before: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """Up to `limit` live images made before `before` (id, object key); rows another run holds are skipped."""
+        rows = await self.session.execute(
+            select(Image.id, Image.s3_key)
+            .where(Image.created_at < before, Image.expired_at.is_(None))
+            .order_by(Image.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def mark_expired(self, image_ids: list[uuid.UUID], at: datetime) -> None:
+        """Their objects are deleted: the API stops offering their URLs."""
+        await self.session.execute(update(Image).where(Image.id.in_(image_ids)).values(expired_at=at))

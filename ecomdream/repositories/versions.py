@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,3 +133,34 @@ class VersionRepository:
             .where(Version.id == version_id)
             .values(images_quota=func.greatest(Version.images_quota, images_quota))
         )
+
+    async def hide(self, version_id: uuid.UUID, at: datetime) -> None:
+        """The customer asked to delete the model: from now on the API answers 410 for it."""
+        await self.session.execute(
+            update(Version)
+            .where(Version.id == version_id)
+            .values(deleted_at=func.coalesce(Version.deleted_at, at))
+        )
+
+    async def scrub(self, version_id: uuid.UUID, at: datetime) -> None:
+        """Deleted: no content is left (ids, dates and quota figures stay for the ledger)."""
+        await self.session.execute(
+            update(Version)
+            .where(Version.id == version_id)
+            .values(
+                status=VersionStatus.DELETED.value,
+                deleted_at=func.coalesce(Version.deleted_at, at),
+                class_name="",
+                training_zip_key=None,
+                model_version=None,
+                error=None,
+            )
+        )
+
+    async def training_payments(self, payment_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these payments have a model being checked or trained (their staged photos are in use)."""
+        busy = (VersionStatus.VALIDATING.value, VersionStatus.TRAINING.value)
+        rows = await self.session.scalars(
+            select(Version.payment_id).where(Version.payment_id.in_(payment_ids), Version.status.in_(busy))
+        )
+        return set(rows)

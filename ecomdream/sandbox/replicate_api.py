@@ -7,7 +7,7 @@ import random
 import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
@@ -127,6 +127,18 @@ def build_router(store: Store, engine: Engine, route_class: type[APIRoute] = API
             if version["id"] == version_id:
                 return version
         raise ApiProblem(404, "Not found.")
+
+    @router.delete("/models/{owner}/{name}/versions/{version_id}")
+    async def delete_version(owner: str, name: str, version_id: str) -> Response:
+        """Delete a version, its predictions and their output files (204; 404 when unknown)."""
+        store.delete_version(f"{owner}/{name}", version_id)
+        return Response(status_code=204)
+
+    @router.delete("/models/{owner}/{name}")
+    async def delete_model(owner: str, name: str) -> Response:
+        """Delete a private model without versions (204; 404 when unknown, 409 while it has versions)."""
+        store.delete_model(f"{owner}/{name}")
+        return Response(status_code=204)
 
     @router.post("/models/{owner}/{name}/versions/{version_id}/trainings")
     async def create_training(request: Request, owner: str, name: str, version_id: str) -> JSONResponse:

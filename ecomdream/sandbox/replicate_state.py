@@ -275,6 +275,41 @@ class Store:
             self.models[key]["latest_version"] = copy.deepcopy(version)
             return copy.deepcopy(version)
 
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Delete a version with its predictions and every file they made (and the weights); 404 if unknown."""
+        with self.lock:
+            versions = self.versions.get(key)
+            if versions is None or not any(v["id"] == version_id for v in versions):
+                raise ApiProblem(404, "Not found.")
+            self.versions[key] = [v for v in versions if v["id"] != version_id]
+            self.models[key]["latest_version"] = (
+                copy.deepcopy(self.versions[key][0]) if self.versions[key] else None
+            )
+            trained = f"{key}:{version_id}"
+            for job in list(self.jobs.values()):
+                if job.kind == "prediction" and job.obj["version"] == version_id:
+                    del self.jobs[job.id]
+                    self._forget_files(f"{job.id}-")
+                elif job.kind == "training" and (job.obj.get("output") or {}).get("version") == trained:
+                    self._forget_files(f"{job.id}-")
+
+    def delete_model(self, key: str) -> None:
+        """Delete a private model that has no versions (Replicate's rules); 404 if unknown."""
+        with self.lock:
+            model = self.models.get(key)
+            if model is None:
+                raise ApiProblem(404, "Not found.")
+            if model["visibility"] != "private":
+                raise ApiProblem(403, "Only private models can be deleted.")
+            if self.versions[key]:
+                raise ApiProblem(409, "A model with versions cannot be deleted; delete its versions first.")
+            del self.models[key]
+            del self.versions[key]
+
+    def _forget_files(self, prefix: str) -> None:
+        for name in [name for name in self.files if name.startswith(prefix)]:
+            del self.files[name]
+
     def get_versions(self, key: str) -> list[JSON]:
         """A model's versions, newest first (404 if the model does not exist)."""
         with self.lock:

@@ -1,4 +1,5 @@
-"""Customer lifecycle: callback URL and secret on payments, the customer-event outbox, deletion receipts.
+"""Customer lifecycle: callback URL and secret on payments, the customer-event outbox, deletion receipts,
+expired images (retention).
 
 Revision ID: 0005
 Revises: 0004
@@ -72,9 +73,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("version_id", name=op.f("uq_deletions_version_id")),
     )
     op.create_index(op.f("ix_deletions_payment_id"), "deletions", ["payment_id"], unique=False)
+    op.add_column("images", sa.Column("expired_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index(
+        "ix_images_created_at_live",
+        "images",
+        ["created_at"],
+        unique=False,
+        postgresql_where=sa.text("expired_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_images_created_at_live", table_name="images")
+    op.drop_column("images", "expired_at")
     op.drop_index(op.f("ix_deletions_payment_id"), table_name="deletions")
     op.drop_table("deletions")
     op.drop_index(op.f("ix_customer_events_version_id"), table_name="customer_events")

@@ -56,6 +56,8 @@ WITH_INPUT = [
     ("POST", "/api/v1/versions/{version_id}/shares"),
     ("GET", "/api/v1/versions/{version_id}/shares"),
     ("DELETE", "/api/v1/versions/{version_id}/shares/{share_id}"),
+    ("DELETE", "/api/v1/versions/{version_id}"),
+    ("GET", "/api/v1/deletions/{receipt_id}"),
 ]
 # Read-only operations fuzzed a second time with ids that exist, so real 200 bodies are validated too.
 WITH_KNOWN_IDS = [

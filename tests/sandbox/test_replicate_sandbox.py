@@ -30,6 +30,8 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks, WebhookSigningSecret
 
+from ecomdream.clients.replicate import delete_model, delete_model_version
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -385,6 +387,39 @@ async def _completed_records(control: httpx.AsyncClient, object_id: str) -> list
     records = [r for r in await webhook_records(control) if r["object_id"] == object_id]
     done = any(r["event"] == "completed" and r["state"] == "delivered" for r in records)
     return records if done else None
+
+
+async def test_a_deleted_version_is_forgotten_with_its_predictions_and_files(
+    client: Client, sandbox_url: str, files_url: str
+) -> None:
+    """DELETE a version: it, its predictions, their outputs and the weights are gone; then the empty model."""
+    ref = await trained_version(client, files_url, "customer-9")
+    key, version_id = ref.split(":")
+    training = next(t for t in (await client.trainings.async_list()).results if t.output)
+    prediction = await client.predictions.async_create(
+        version=ref, input={"prompt": "x", "width": 16, "height": 16}
+    )
+    await prediction.async_wait()
+    assert training.output is not None
+    outputs = [*(prediction.output or []), training.output["weights"]]
+    with pytest.raises(ReplicateError) as has_versions:
+        await client.models.async_delete(key)
+    assert has_versions.value.status == 409
+
+    assert await delete_model_version(client, ref) is True
+    assert await delete_model_version(client, ref) is False, "404: already gone"
+    with pytest.raises(ReplicateError) as gone:
+        await client.models.get(key).versions.async_get(version_id)
+    assert gone.value.status == 404
+    with pytest.raises(ReplicateError) as forgotten:
+        await client.predictions.async_get(prediction.id)
+    assert forgotten.value.status == 404
+    async with httpx.AsyncClient() as http:
+        for url in outputs:
+            assert (await http.get(url)).status_code == 404, url
+    assert (await client.models.async_get(key)).latest_version is None
+    assert await delete_model(client, *key.split("/")) is True
+    assert await delete_model(client, *key.split("/")) is False
 
 
 @pytest.mark.parametrize(
