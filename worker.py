@@ -25,11 +25,15 @@ from temporalio.worker import Worker
 
 import workflows
 from activities import build_activities
-from ecomdream.clients.replicate import CREATES_PER_SECOND, OTHER_CALLS_PER_CREATE, OTHERS_PER_SECOND
+from ecomdream.clients.replicate import CALLS_PER_OTHER_ACTIVITY, CREATES_PER_SECOND, OTHERS_PER_SECOND
 from ecomdream.clients.smtp import SmtpServer
 from ecomdream.clients.temporal import connect_from_settings, ensure_schedule, limit_task_queue
 from ecomdream.config import Settings
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE, RETENTION_SCHEDULE_ID
+from ecomdream.contracts import (
+    REPLICATE_OTHER_TASK_QUEUE,
+    REPLICATE_PREDICT_TASK_QUEUE,
+    RETENTION_SCHEDULE_ID,
+)
 from ecomdream.contracts.deletion import RetentionInput
 from workflows import WORKFLOWS, RetentionWorkflow
 from workflows.metrics import start_at_zero
@@ -62,14 +66,14 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 def replicate_budgets(settings: Settings) -> dict[str, float]:
     """Activities per second on each Replicate queue, for all workers together.
 
-    Creates get their share of Replicate's create limit. Every other call shares the other limit with
-    the calls a create makes besides (`OTHER_CALLS_PER_CREATE`), so at a share of 1 both are just full.
+    Prediction creates get their share of Replicate's "create prediction" limit; every other activity
+    (a training's creation makes two calls, a poll or cancel one) gets its share of the other limit, counted
+    at two calls each, so at a share of 1 neither limit can be passed.
     """
     share = settings.replicate_rate_share
-    others = OTHERS_PER_SECOND - OTHER_CALLS_PER_CREATE * CREATES_PER_SECOND
     return {
-        REPLICATE_CREATE_TASK_QUEUE: CREATES_PER_SECOND * share,
-        REPLICATE_READ_TASK_QUEUE: others * share,
+        REPLICATE_PREDICT_TASK_QUEUE: CREATES_PER_SECOND * share,
+        REPLICATE_OTHER_TASK_QUEUE: OTHERS_PER_SECOND / CALLS_PER_OTHER_ACTIVITY * share,
     }
 
 
@@ -150,14 +154,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             ),
             Worker(
                 client,
-                task_queue=REPLICATE_CREATE_TASK_QUEUE,
-                activities=activities.replicate_create,
+                task_queue=REPLICATE_PREDICT_TASK_QUEUE,
+                activities=activities.replicate_predict,
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             ),
             Worker(
                 client,
-                task_queue=REPLICATE_READ_TASK_QUEUE,
-                activities=activities.replicate_read,
+                task_queue=REPLICATE_OTHER_TASK_QUEUE,
+                activities=activities.replicate_other,
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             ),
         ]

@@ -30,8 +30,8 @@ class ActivitySet:
     """Activities for the main task queue and for the two rate-limited Replicate queues."""
 
     main: list[Callable[..., Any]]
-    replicate_create: list[Callable[..., Any]]
-    replicate_read: list[Callable[..., Any]]
+    replicate_predict: list[Callable[..., Any]]
+    replicate_other: list[Callable[..., Any]]
 
 
 def image_activities(settings: Settings, storage: Storage, stack: AsyncExitStack) -> ImageActivities:
@@ -104,8 +104,9 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             retention.expire_images,
             retention.delete_failed_uploads,
         ],
-        replicate_create=[replicate.create_training, predictions.create_prediction],
-        replicate_read=[
+        replicate_predict=[predictions.create_prediction],
+        replicate_other=[
+            replicate.create_training,
             replicate.poll_training,
             replicate.cancel_training,
             replicate.delete_trained_model,

@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistory
 
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
 
 ACTION_RULE = """\
 Temporal actions, counted from the histories as Temporal Cloud bills them: 1 per run started (the journey,
@@ -58,7 +58,7 @@ PARTS = (
     "activity waits (Replicate queues)",
     "activity runs",
 )
-RATE_LIMITED = {REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE}
+RATE_LIMITED = {REPLICATE_PREDICT_TASK_QUEUE, REPLICATE_OTHER_TASK_QUEUE}
 
 
 @dataclass(frozen=True)

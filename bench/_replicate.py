@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 
-from ecomdream.clients.replicate import OTHER_CALLS_PER_CREATE
+from ecomdream.clients.replicate import CALLS_PER_OTHER_ACTIVITY
 from ecomdream.config import Settings
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
 from ecomdream.devstack.processes import ManagedProcess
 from ecomdream.devstack.stack import Stack
-from tests.fixtures.replicate_calls import CREATES, Calls, about, busiest_second, replicate_calls
+from tests.fixtures.replicate_calls import PREDICTION_CREATES, Calls, about, busiest_second, replicate_calls
 from worker import replicate_budgets
 
 WORKER_READY_LINE = b"worker polling"
@@ -88,15 +88,17 @@ class Budget:
 
     what: str
     per_second: float
-    endpoints: frozenset[str] | None  # None: every call
+    predictions: bool  # prediction creates, or every other call
 
 
 def budgets(settings: Settings) -> list[Budget]:
-    """Creates against the create budget; every call against the other limit's share."""
+    """Prediction creates against their budget; every other call against the other limit's share."""
     rates = replicate_budgets(settings)
-    creates = rates[REPLICATE_CREATE_TASK_QUEUE]
-    others = rates[REPLICATE_READ_TASK_QUEUE] + OTHER_CALLS_PER_CREATE * creates
-    return [Budget("creates", creates, CREATES), Budget("all calls", others, None)]
+    others = rates[REPLICATE_OTHER_TASK_QUEUE] * CALLS_PER_OTHER_ACTIVITY
+    return [
+        Budget("prediction creates", rates[REPLICATE_PREDICT_TASK_QUEUE], predictions=True),
+        Budget("other calls", others, predictions=False),
+    ]
 
 
 def rate_lines(calls: Calls, settings: Settings) -> list[str]:
@@ -104,10 +106,7 @@ def rate_lines(calls: Calls, settings: Settings) -> list[str]:
     lines = []
     for budget in budgets(settings):
         stamps = [
-            t
-            for e, times in calls.items()
-            if budget.endpoints is None or e in budget.endpoints
-            for t in times
+            t for e, times in calls.items() if (e in PREDICTION_CREATES) is budget.predictions for t in times
         ]
         second, _ = busiest_second(stamps)
         ten, _ = busiest_second(stamps, BURST_WINDOW_S)

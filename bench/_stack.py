@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
 from ecomdream.config import Settings
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE, journey_id
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE, journey_id
 from ecomdream.contracts.payment import JourneyState
 from ecomdream.contracts.search import JOURNEY_STAGE
 from ecomdream.devstack.processes import ManagedProcess
@@ -656,7 +656,7 @@ def worker_series() -> list[tuple[str, str, dict[str, str]]]:
                 "temporal_activity_schedule_to_start_latency",
                 {"task_queue": queue},
             )
-            for queue in (REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE)
+            for queue in (REPLICATE_PREDICT_TASK_QUEUE, REPLICATE_OTHER_TASK_QUEUE)
         ),
     ]
 

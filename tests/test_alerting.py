@@ -17,7 +17,7 @@ import pytest
 import yaml
 from temporalio import workflow
 
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
 from tests.promql import PROMETHEUS_SERIES, alert_rules, exact_selectors, promql_metric_names, rule_files
 from tests.test_deployment import (
     APP_METRICS,
@@ -201,8 +201,8 @@ class TestRuleFiles:
                     named_queues.add(labels["task_queue"])
             named_queues.update(re.findall(r'task_queue[!=]~"([^"]+)"', rule["expr"]))
         for pattern in named_queues:
-            assert re.fullmatch(pattern, REPLICATE_CREATE_TASK_QUEUE), pattern
-            assert re.fullmatch(pattern, REPLICATE_READ_TASK_QUEUE), pattern
+            assert re.fullmatch(pattern, REPLICATE_PREDICT_TASK_QUEUE), pattern
+            assert re.fullmatch(pattern, REPLICATE_OTHER_TASK_QUEUE), pattern
         assert named_queues, "the rules tell the Replicate queues from the others"
 
     def test_every_alert_has_its_entry_in_the_operations_guide(self) -> None:

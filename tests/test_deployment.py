@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ecomdream.codec.keys import new_key
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
 from ecomdream.contracts.search import SEARCH_ATTRIBUTE_NAMES
 from ecomdream.db.migrate import MIGRATIONS_DIR
 from tests.promql import PROMETHEUS_SERIES, promql_metric_names
@@ -520,7 +520,7 @@ class TestTemporal:
         assert dynamic["frontend.enableUpdateWorkflowExecutionAsyncAccepted"] == [{"value": True}]
         longest_id = len("journey-00000000-0000-0000-0000-000000000000")
         assert dynamic["limit.maxIDLength"][0]["value"] >= max(
-            longest_id, len(REPLICATE_CREATE_TASK_QUEUE), len(REPLICATE_READ_TASK_QUEUE)
+            longest_id, len(REPLICATE_PREDICT_TASK_QUEUE), len(REPLICATE_OTHER_TASK_QUEUE)
         )
 
     def test_init_registers_exactly_the_apps_search_attributes(

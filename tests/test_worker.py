@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from ecomdream.config import Settings
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
 from worker import replicate_budgets, serve
 
 
@@ -38,8 +38,8 @@ async def test_the_workers_of_one_process_shut_down_together() -> None:
 
 def test_the_budgets_stay_within_replicates_limits_at_any_share() -> None:
     full = replicate_budgets(Settings(replicate_rate_share=1.0))
-    # 600 creates a minute; 3,000 other calls a minute, of which each create makes up to two besides.
-    assert full[REPLICATE_CREATE_TASK_QUEUE] == 10
-    assert full[REPLICATE_READ_TASK_QUEUE] + 2 * full[REPLICATE_CREATE_TASK_QUEUE] == 50
+    # 600 prediction creates a minute; 3,000 other calls a minute, at most two per other activity.
+    assert full[REPLICATE_PREDICT_TASK_QUEUE] == 10
+    assert full[REPLICATE_OTHER_TASK_QUEUE] * 2 == 50
     half = replicate_budgets(Settings(replicate_rate_share=0.5))
     assert half == {queue: rate / 2 for queue, rate in full.items()}

@@ -9,7 +9,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.deletion import DeletionActivities, RetentionActivities
     from activities.replicate import ReplicateActivities
-    from ecomdream.contracts import REPLICATE_READ_TASK_QUEUE
+    from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE
     from ecomdream.contracts.deletion import (
         DeletionFinish,
         DeletionInput,
@@ -90,7 +90,7 @@ class DeletionWorkflow:
         at_replicate = await workflow.execute_activity_method(
             ReplicateActivities.delete_trained_model,
             ReplicateDeletion(version_id=deletion.version_id, model_version=self.receipt.model_version),
-            task_queue=REPLICATE_READ_TASK_QUEUE,
+            task_queue=REPLICATE_OTHER_TASK_QUEUE,
             start_to_close_timeout=REPLICATE_TIMEOUT,
             retry_policy=VENDOR_RETRY,
             summary="delete the trained version and its model at Replicate",

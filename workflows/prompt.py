@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.images import ImageActivities
     from activities.prompts import PromptActivities
     from activities.replicate import PredictionActivities
-    from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+    from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
     from ecomdream.contracts.prompt import (
         ImageCopy,
         PredictionCreate,
@@ -142,7 +142,7 @@ class PromptWorkflow:
             PredictionCreate(
                 prompt_id=prompt.prompt_id, model_version=prompt.model_version, spec=prompt.spec
             ),
-            task_queue=REPLICATE_CREATE_TASK_QUEUE,
+            task_queue=REPLICATE_PREDICT_TASK_QUEUE,
             start_to_close_timeout=REPLICATE_TIMEOUT,
             retry_policy=VENDOR_RETRY,
             summary="start the prediction on Replicate",
@@ -209,7 +209,7 @@ async def _cancel_prediction(prediction_id: str) -> None:
     await workflow.execute_activity_method(
         PredictionActivities.cancel_prediction,
         prediction_id,
-        task_queue=REPLICATE_READ_TASK_QUEUE,
+        task_queue=REPLICATE_OTHER_TASK_QUEUE,
         start_to_close_timeout=REPLICATE_TIMEOUT,
         retry_policy=VENDOR_RETRY,
         summary="cancel the prediction",

@@ -14,8 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.records import RecordActivities
     from activities.replicate import ReplicateActivities
     from ecomdream.contracts import (
-        REPLICATE_CREATE_TASK_QUEUE,
-        REPLICATE_READ_TASK_QUEUE,
+        REPLICATE_OTHER_TASK_QUEUE,
         staging_prefix,
     )
     from ecomdream.contracts.payment import ENDED_STAGES, JourneyStage
@@ -195,7 +194,7 @@ class TrainingRun:
                     class_name=self.request.class_name,
                     trigger_token=state.trigger_token or TRIGGER_TOKEN,
                 ),
-                task_queue=REPLICATE_CREATE_TASK_QUEUE,
+                task_queue=REPLICATE_OTHER_TASK_QUEUE,
                 start_to_close_timeout=REPLICATE_TIMEOUT,
                 retry_policy=VENDOR_RETRY,
                 summary="start the training on Replicate",
@@ -405,7 +404,7 @@ async def _cancel_at_replicate(training_id: str) -> None:
     await workflow.execute_activity_method(
         ReplicateActivities.cancel_training,
         training_id,
-        task_queue=REPLICATE_READ_TASK_QUEUE,
+        task_queue=REPLICATE_OTHER_TASK_QUEUE,
         start_to_close_timeout=REPLICATE_TIMEOUT,
         retry_policy=VENDOR_RETRY,
         summary="cancel the training",

@@ -20,7 +20,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from ecomdream.contracts import REPLICATE_READ_TASK_QUEUE
+    from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE
 
 from workflows.policies import REPLICATE_TIMEOUT, abandon, polling
 
@@ -93,7 +93,7 @@ async def webhook_or_poll(
 ) -> T | None:
     """The job's end from its webhook, or from polling once the job is overdue; whichever comes first.
 
-    `poll` (an activity on the Replicate read queue) looks once and fails benignly while the job runs;
+    `poll` (an activity on the Replicate "other" queue) looks once and fails benignly while the job runs;
     its retries are the polls, until the deadline: a poll that gave up raises its `ActivityError`.
     Returns None when `interrupted()` (an operator's cancel) comes first; a poll is then abandoned and
     the caller cancels the job at the provider.
@@ -113,7 +113,7 @@ async def webhook_or_poll(
     polls = workflow.start_activity_method(
         poll,
         poll_input,
-        task_queue=REPLICATE_READ_TASK_QUEUE,
+        task_queue=REPLICATE_OTHER_TASK_QUEUE,
         start_to_close_timeout=REPLICATE_TIMEOUT,
         schedule_to_close_timeout=patience.polling_for,
         retry_policy=patience.poll_retries(),

@@ -26,8 +26,8 @@ BUSY_STATUSES = frozenset({429, 503, 504})
 # endpoint 3,000 a minute. The workers' task queues are held under them (worker.py).
 CREATES_PER_SECOND = 600 / 60
 OTHERS_PER_SECOND = 3000 / 60
-# A create activity makes at most this many "other" calls besides (the model to train into, the training).
-OTHER_CALLS_PER_CREATE = 2
+# An activity on the other queue makes at most this many calls (creating a training: its model, the training).
+CALLS_PER_OTHER_ACTIVITY = 2
 
 
 class ProviderBusy(ReplicateError):

@@ -29,10 +29,10 @@ RETENTION_SCHEDULE_ID = "retention"
 
 # Every Replicate call runs on one of these queues. Each has a server-side rate limit that holds for all
 # workers together (set by every worker at start, see worker.py), under Replicate's own limit for the kind
-# of call: creates (trainings, predictions) on one, every other call (polls, cancels) on the other, so a
-# create never waits behind polls.
-REPLICATE_CREATE_TASK_QUEUE = "ecomdream-replicate-create"
-REPLICATE_READ_TASK_QUEUE = "ecomdream-replicate-read"
+# of call: creating predictions (Replicate's 600-a-minute limit) on one, every other call (trainings, polls,
+# cancels, deletions: the 3,000-a-minute limit) on the other, so a prediction never waits behind them.
+REPLICATE_PREDICT_TASK_QUEUE = "ecomdream-replicate-predict"
+REPLICATE_OTHER_TASK_QUEUE = "ecomdream-replicate-other"
 
 
 def staging_prefix(payment_id: object) -> str:

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.images import training_zip_key
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE, TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, TASK_QUEUE
 from ecomdream.contracts.payment import (
     AddonApplied,
     AddonApply,
@@ -57,8 +57,8 @@ MAIN = (
     "build_training_zip",
     "delete_objects",
 )
-REPLICATE_CREATE = ("create_training",)
-REPLICATE_READ = ("poll_training", "cancel_training")
+# Trainings run on the Replicate "other" queue (only prediction creates have a queue of their own).
+REPLICATE_OTHER = ("create_training", "poll_training", "cancel_training")
 
 
 class StandIns:
@@ -282,7 +282,6 @@ async def serving(client: Client, standins: StandIns) -> AsyncIterator[None]:
             # A cancelled activity learns it at its next heartbeat: let heartbeats through at once.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
         ),
-        Worker(client, task_queue=REPLICATE_CREATE_TASK_QUEUE, activities=standins.of(REPLICATE_CREATE)),
-        Worker(client, task_queue=REPLICATE_READ_TASK_QUEUE, activities=standins.of(REPLICATE_READ)),
+        Worker(client, task_queue=REPLICATE_OTHER_TASK_QUEUE, activities=standins.of(REPLICATE_OTHER)),
     ):
         yield

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
+from ecomdream.contracts import REPLICATE_OTHER_TASK_QUEUE, REPLICATE_PREDICT_TASK_QUEUE
 from ecomdream.contracts.payment import JourneyStage
 from ecomdream.contracts.prompt import (
     CopiedImage,
@@ -114,8 +114,8 @@ async def serving(env: WorkflowEnvironment, replicate: Replicate) -> AsyncIterat
     ]
     queues: list[tuple[str, list[Callable[..., Any]]]] = [
         (QUEUE, main),
-        (REPLICATE_CREATE_TASK_QUEUE, [replicate.create_prediction]),
-        (REPLICATE_READ_TASK_QUEUE, [replicate.poll_prediction, replicate.cancel_prediction]),
+        (REPLICATE_PREDICT_TASK_QUEUE, [replicate.create_prediction]),
+        (REPLICATE_OTHER_TASK_QUEUE, [replicate.poll_prediction, replicate.cancel_prediction]),
     ]
     async with AsyncExitStack() as workers:
         for queue, activities in queues:
