@@ -2,8 +2,9 @@
 
 from workflows.addon import AddonWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.notices import NoticeWorkflow
 from workflows.prompt import PromptWorkflow
 
-WORKFLOWS: list[type] = [JourneyWorkflow, AddonWorkflow, PromptWorkflow]
+WORKFLOWS: list[type] = [JourneyWorkflow, AddonWorkflow, PromptWorkflow, NoticeWorkflow]
 
-__all__ = ["WORKFLOWS", "AddonWorkflow", "JourneyWorkflow", "PromptWorkflow"]
+__all__ = ["WORKFLOWS", "AddonWorkflow", "JourneyWorkflow", "NoticeWorkflow", "PromptWorkflow"]
