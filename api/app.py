@@ -9,12 +9,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
+from api.callbacks import Callbacks
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.guards import Limits
 from api.idempotency import Idempotency
 from api.journeys import Journeys
 from api.limits import BodyLimit
-from api.routes import health, payments, prompts, replicate_webhook, stripe_webhook, versions
+from api.routes import callbacks, health, payments, prompts, replicate_webhook, stripe_webhook, versions
 from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
@@ -47,6 +48,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         storage=storage,
         stripe=create_stripe_client(settings, stack),
         replicate=create_replicate_client(settings, stack=stack),
+        callbacks=Callbacks.from_settings(settings),
     )
 
 
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(observe_http)  # outside the limit, so refused bodies are counted too
     app.include_router(health.router)
     app.include_router(payments.router)
+    app.include_router(callbacks.router)
     app.include_router(stripe_webhook.router)
     app.include_router(versions.router)
     app.include_router(prompts.router)

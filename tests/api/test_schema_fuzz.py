@@ -53,6 +53,8 @@ WITH_INPUT = [
     ("GET", "/api/v1/prompts/list/{version_id}"),
     ("GET", "/api/v1/prompts/{prompt_id}"),
     ("POST", "/api/v1/payments/{payment_id}/token"),
+    ("PUT", "/api/v1/payments/{payment_id}/callback"),
+    ("POST", "/api/v1/payments/{payment_id}/callback/secret"),
     ("POST", "/api/v1/versions/{version_id}/shares"),
     ("GET", "/api/v1/versions/{version_id}/shares"),
     ("DELETE", "/api/v1/versions/{version_id}/shares/{share_id}"),
