@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ecomdream.callbacks.addresses import CallbackPolicy, CallbackRefused, resolve
 from ecomdream.callbacks.sealing import SealedSecretError, SecretBox, new_secret
@@ -99,6 +106,52 @@ class TestDelivery:
                     receiver.url.replace("http://", "https://"), "msg_1", "{}", new_secret()
                 )
         assert receiver.deliveries == []
+
+
+def certificate_for(name: str, folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts: a self-signed certificate valid for `name` only (no IP address)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (folder / "cert.pem").write_bytes(pem)
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return server, ssl.create_default_context(cadata=pem.decode())
+
+
+class TestPinnedTls:
+    async def test_https_to_the_checked_address_verifies_the_certificate_of_the_name(
+        self, tmp_path: Path
+    ) -> None:
+        server, client = certificate_for("localhost", tmp_path)
+        secret = new_secret()
+        async with httpx.AsyncClient(verify=client, trust_env=False) as http:
+            with callback_receiver(tls=server) as receiver:
+                named = receiver.url.replace("127.0.0.1", "localhost")
+                # Connected to 127.0.0.1, yet verified as `localhost` (the certificate names no address).
+                answer = await CallbackSender(http, SANDBOX).post(named, "msg_tls", "{}", secret)
+                assert answer.status_code == 204
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await CallbackSender(http, SANDBOX).post(receiver.url, "msg_ip", "{}", secret)
+        assert [d.webhook_id for d in receiver.deliveries] == ["msg_tls"]
 
 
 class TestSecrets:
