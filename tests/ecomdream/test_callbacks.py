@@ -16,11 +16,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ecomdream.callbacks.__main__ import reseal
 from ecomdream.callbacks.addresses import CallbackPolicy, CallbackRefused, resolve
 from ecomdream.callbacks.sealing import SealedSecretError, SecretBox, new_secret
 from ecomdream.clients.callbacks import CallbackSender
 from ecomdream.codec.keys import PayloadKey
+from ecomdream.db.session import create_sessionmaker
 from tests.fixtures.receiver import callback_receiver
 
 LIVE = CallbackPolicy(live=True)
@@ -175,3 +179,22 @@ class TestSecrets:
             rotated.open(sealed, other)
         with pytest.raises(SealedSecretError, match="'k1'"):
             SecretBox([key("k2")]).open(sealed, payment)
+
+
+async def test_reseal_moves_every_secret_to_the_newest_key(db: AsyncEngine) -> None:
+    old, new = key("k1"), key("k2")
+    payments = {uuid.uuid4(): new_secret() for _ in range(3)}
+    async with db.begin() as conn:
+        for payment_id, secret in payments.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO payments (id, plan_id, amount_total, currency, webhook_secret)"
+                    " VALUES (:id, 1, 1300, 'usd', :sealed)"
+                ),
+                {"id": payment_id, "sealed": SecretBox([old]).seal(secret, payment_id)},
+            )
+    assert await reseal(create_sessionmaker(db), SecretBox([old, new])) == 3
+    assert await reseal(create_sessionmaker(db), SecretBox([old, new])) == 0
+    async with db.connect() as conn:
+        rows = (await conn.execute(text("SELECT id, webhook_secret FROM payments"))).all()
+    assert {row[0]: SecretBox([new]).open(row[1], row[0]) for row in rows} == payments
