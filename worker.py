@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from activities import build_activities
 from ecomdream.clients.replicate import CREATES_PER_SECOND, OTHER_CALLS_PER_CREATE, OTHERS_PER_SECOND
+from ecomdream.clients.smtp import SmtpServer
 from ecomdream.clients.temporal import connect_from_settings, limit_task_queue
 from ecomdream.config import Settings
 from ecomdream.contracts import REPLICATE_CREATE_TASK_QUEUE, REPLICATE_READ_TASK_QUEUE
@@ -112,6 +113,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             ),
         ]
         limits = ", ".join(f"{queue} ({rate:g}/s)" for queue, rate in budgets.items())
+        smtp = SmtpServer.from_settings(settings)
+        log.info(
+            "customer e-mail %s",
+            f"via {smtp.host}:{smtp.port}" if smtp else "is off (ECOMDREAM_SMTP_HOST unset)",
+        )
         log.info("worker polling %s and %s", settings.temporal_task_queue, limits)
         await serve(workers, stop)
 

@@ -12,6 +12,7 @@ from typing import Any
 from activities.callbacks import CallbackActivities
 from activities.events import EventActivities
 from activities.images import ImageActivities, PhotoRules
+from activities.mail import MailActivities
 from activities.payments import CheckoutSetup, PaymentActivities
 from activities.prompts import MAX_IMAGE_BYTES, PromptActivities
 from activities.records import RecordActivities
@@ -20,6 +21,7 @@ from ecomdream.callbacks.sealing import SecretBox
 from ecomdream.clients.callbacks import create_callback_sender
 from ecomdream.clients.deliveries import create_deliveries
 from ecomdream.clients.replicate import create_replicate_client
+from ecomdream.clients.smtp import SmtpServer
 from ecomdream.clients.storage import Storage
 from ecomdream.clients.stripe import create_stripe_client
 from ecomdream.config import Settings
@@ -78,6 +80,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     callbacks = CallbackActivities(
         sessionmaker, create_callback_sender(settings, stack), SecretBox.from_settings(settings)
     )
+    mail = MailActivities(sessionmaker, SmtpServer.from_settings(settings), settings.public_api_url)
     return ActivitySet(
         main=[
             payments.open_checkout,
@@ -99,6 +102,7 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             events.record_event,
             callbacks.deliver_callback,
             callbacks.give_up_callback,
+            mail.send_event_email,
         ],
         replicate_create=[replicate.create_training, predictions.create_prediction],
         replicate_read=[

@@ -15,7 +15,17 @@ from api.guards import Limits
 from api.idempotency import Idempotency
 from api.journeys import Journeys
 from api.limits import BodyLimit
-from api.routes import callbacks, health, payments, prompts, replicate_webhook, stripe_webhook, versions
+from api.live import EventFeed
+from api.routes import (
+    callbacks,
+    events,
+    health,
+    payments,
+    prompts,
+    replicate_webhook,
+    stripe_webhook,
+    versions,
+)
 from api.state import AppState
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.storage import Storage
@@ -36,6 +46,8 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
     temporal = await connect_from_settings(settings, lazy=True)
     storage = await Storage.from_settings(settings, stack)
     sessionmaker = create_sessionmaker(engine)
+    feed = EventFeed(settings.database_url.get_secret_value())
+    stack.push_async_callback(feed.close)
     return AppState(
         settings=settings,
         engine=engine,
@@ -49,6 +61,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         stripe=create_stripe_client(settings, stack),
         replicate=create_replicate_client(settings, stack=stack),
         callbacks=Callbacks.from_settings(settings),
+        feed=feed,
     )
 
 
@@ -81,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(callbacks.router)
     app.include_router(stripe_webhook.router)
     app.include_router(versions.router)
+    app.include_router(events.router)
     app.include_router(prompts.router)
     app.include_router(replicate_webhook.router)
     return app

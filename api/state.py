@@ -13,6 +13,7 @@ from api.callbacks import Callbacks
 from api.guards import Limits
 from api.idempotency import Idempotency
 from api.journeys import Journeys
+from api.live import EventFeed
 from ecomdream.clients.storage import Storage
 from ecomdream.config import Settings
 from ecomdream.db.session import SessionMaker
@@ -34,6 +35,7 @@ class AppState:
     stripe: stripe.StripeClient
     replicate: ReplicateClient
     callbacks: Callbacks
+    feed: EventFeed
     replicate_webhook_secret: str | None = None
     # When the secret was last fetched from Replicate (monotonic seconds); None when it came from settings.
     replicate_secret_fetched_at: float | None = None

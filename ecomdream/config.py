@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
 from ipaddress import ip_network
@@ -20,6 +21,7 @@ LIVE_STRIPE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 # Replicate's API lives on replicate.com; its generated files on replicate.delivery (and its subdomains).
 REPLICATE_API_DOMAIN = "replicate.com"
 REPLICATE_OUTPUT_HOSTS = "replicate.delivery,*.replicate.delivery"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def is_replicate_address(url: str) -> bool:
@@ -107,6 +109,27 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr = SecretStr("ecomdream-secret")
     s3_bucket: str = "ecomdream"
     s3_public_base_url: str | None = None
+
+    # Customer e-mail (version ready, training failed, images added); see ecomdream/mail.py.
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for customer e-mail; unset: no e-mail is sent"
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="587 (STARTTLS) or 465 (TLS)")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = Field(
+        default=None, description="The From of every message, e.g. `ecomdream <models@example.com>`"
+    )
+    smtp_starttls: bool = Field(
+        default=True,
+        description="Require STARTTLS after connecting (port 587); the connection fails without it",
+    )
+    smtp_tls: bool = Field(
+        default=False, description="TLS from the first byte (port 465) instead of STARTTLS"
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long one SMTP conversation may take before it is retried"
+    )
 
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr = SecretStr(SANDBOX_STRIPE_WEBHOOK_SECRET)
@@ -247,6 +270,29 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"ECOMDREAM_TRUSTED_PROXIES: {network!r} is not an address or network"
                 ) from exc
+        return self
+
+    @model_validator(mode="after")
+    def _mail_is_complete(self) -> Self:
+        """An SMTP host without a sender, or a password sent in clear across a network, is refused at start."""
+        if not self.smtp_host:
+            return self
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError(
+                "set ECOMDREAM_SMTP_TLS (port 465) or ECOMDREAM_SMTP_STARTTLS (port 587), not both: "
+                "set ECOMDREAM_SMTP_STARTTLS=false with ECOMDREAM_SMTP_TLS=true"
+            )
+        _, address = parseaddr(self.smtp_from or "")
+        if "@" not in address:
+            raise ValueError(
+                "set ECOMDREAM_SMTP_FROM to the sender of customer e-mail, e.g. `ecomdream <models@example.com>`"
+            )
+        encrypted = self.smtp_tls or self.smtp_starttls
+        if self.smtp_password and not encrypted and self.smtp_host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "ECOMDREAM_SMTP_PASSWORD would cross the network in clear: set ECOMDREAM_SMTP_STARTTLS=true "
+                "or ECOMDREAM_SMTP_TLS=true"
+            )
         return self
 
     def trusted_proxy_networks_text(self) -> list[str]:

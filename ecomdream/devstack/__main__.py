@@ -33,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics)
     parser.add_argument("--worker-metrics-port", type=int, default=defaults.worker_metrics)
     parser.add_argument("--codec-server-port", type=int, default=defaults.codec_server)
+    parser.add_argument("--smtp-port", type=int, default=defaults.smtp, help="the mail catcher")
     return parser.parse_args()
 
 
@@ -61,6 +62,8 @@ def banner(stack: Stack) -> str:
         f"  payload keys     {stack.secrets.keys_file if not stack.secrets.keys_configured else 'from settings'}",
         f"  Postgres         {stack.postgres.url(driver='postgresql')}",
         f"  S3               {stack.s3.endpoint_url} (bucket {stack.s3.bucket})",
+        f"  mail catcher     smtp://127.0.0.1:{p.smtp}: customer e-mail is kept, not sent, as .eml files in",
+        f"                   {stack.mail.folder}",
     ]
     if stack.mode is ProviderMode.SANDBOX:
         lines += [f"  Stripe sandbox   {stack.stripe_url}", f"  Replicate sandbox {stack.replicate_url}"]
@@ -83,6 +86,7 @@ def main() -> None:
         metrics=args.metrics_port,
         worker_metrics=args.worker_metrics_port,
         codec_server=args.codec_server_port,
+        smtp=args.smtp_port,
     )
     stack = Stack(data_dir=args.data_dir, ports=ports)
     stop = threading.Event()

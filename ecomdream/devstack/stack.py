@@ -16,6 +16,7 @@ from ecomdream.clients.temporal import connect_temporal
 from ecomdream.config import SANDBOX_STRIPE_WEBHOOK_SECRET, ProviderMode, Settings
 from ecomdream.devstack.codec import DevSecrets
 from ecomdream.devstack.leftovers import check_ports, claim, release, stop_recorded
+from ecomdream.devstack.mail import MailCatcher
 from ecomdream.devstack.postgres import EmbeddedPostgres
 from ecomdream.devstack.processes import ManagedProcess, free_port, http_ok
 from ecomdream.devstack.s3 import SeaweedS3
@@ -29,6 +30,7 @@ S3_SECRET_KEY = "ecomdream-secret"
 S3_BUCKET = "ecomdream"
 # Development pace: look at a training every few seconds rather than production's 30 s (env overrides these).
 DEV_DEFAULTS = {"ECOMDREAM_TRAINING_POLL_SECONDS": "5"}
+MAIL_FROM = "ecomdream <models@ecomdream.localhost>"
 
 
 @dataclass
@@ -45,6 +47,7 @@ class StackPorts:
     metrics: int = 9100
     worker_metrics: int = 9101
     codec_server: int = 8234
+    smtp: int = 1025
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -60,6 +63,7 @@ class StackPorts:
             metrics=0,
             worker_metrics=0,
             codec_server=0,
+            smtp=0,
         )
 
     def resolved(self) -> StackPorts:
@@ -80,6 +84,7 @@ class StackPorts:
             metrics=pick(self.metrics),
             worker_metrics=pick(self.worker_metrics),
             codec_server=pick(self.codec_server),
+            smtp=pick(self.smtp),
         )
 
 
@@ -111,6 +116,7 @@ class Stack:
             self.data_dir, p.temporal, p.temporal_ui, codec_endpoint=codec_endpoint
         )
         self.s3 = SeaweedS3(self.data_dir, p.s3, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)
+        self.mail = MailCatcher(self.data_dir / "mail", p.smtp)
         self.stripe = self._python("stripe-sandbox", "-m", "ecomdream.sandbox.stripe", *self._stripe_args())
         self.replicate = self._python(
             "replicate-sandbox", "-m", "ecomdream.sandbox.replicate", *self._replicate_args()
@@ -153,6 +159,12 @@ class Stack:
             "ECOMDREAM_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
             "ECOMDREAM_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
             "ECOMDREAM_S3_BUCKET": S3_BUCKET,
+            # Customer e-mail goes to the mail catcher, whatever `.env` says.
+            "ECOMDREAM_SMTP_HOST": "127.0.0.1",
+            "ECOMDREAM_SMTP_PORT": str(self.ports.smtp),
+            "ECOMDREAM_SMTP_STARTTLS": "false",
+            "ECOMDREAM_SMTP_TLS": "false",
+            "ECOMDREAM_SMTP_FROM": MAIL_FROM,
         } | self.secrets.key_env()
         if self.mode is ProviderMode.SANDBOX:
             env |= {
@@ -207,7 +219,7 @@ class Stack:
     def wanted_ports(self) -> dict[str, int]:
         """The port of every part this stack will start, by the part's name."""
         p = self.ports
-        wanted = {"Postgres": p.postgres, "Temporal": p.temporal, "S3": p.s3}
+        wanted = {"Postgres": p.postgres, "Temporal": p.temporal, "S3": p.s3, "the mail catcher": p.smtp}
         if p.temporal_ui is not None:
             wanted["Temporal Web UI"] = p.temporal_ui
         if self.mode is ProviderMode.SANDBOX:
@@ -234,10 +246,12 @@ class Stack:
         self.secrets.ensure()
 
     def start_infrastructure(self) -> None:
-        """Postgres, Temporal and S3 (started together), then migrations, then the sandboxes."""
+        """Postgres, Temporal and S3 (started together) and the mail catcher, then migrations, then the
+        sandboxes."""
         servers = (self.postgres, self.temporal, self.s3)
         for server in servers:
             server.launch()
+        self.mail.start()
         for server in servers:
             server.wait()
         self.migrate()
@@ -290,7 +304,7 @@ class Stack:
         for part in (self.codec_server, self.api, self.worker, self.replicate, self.stripe):
             with contextlib.suppress(Exception):
                 part.stop()
-        for server in (self.temporal, self.s3, self.postgres):
+        for server in (self.temporal, self.s3, self.postgres, self.mail):
             with contextlib.suppress(Exception):
                 server.stop()
         release(self.run_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +21,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ecomdream.db.base import Base, CreatedAtMixin
+
+
+class EmailState(StrEnum):
+    """How the e-mail about one event went (`customer_events.email_state`; NULL: the type is not mailed)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    # The last attempt failed and is retried (the server was down or deferred it).
+    FAILING = "failing"
+    # The mail server refused the address for good: no message will be sent.
+    GAVE_UP = "gave_up"
+    # Stripe collected no e-mail address for the payment.
+    NO_ADDRESS = "no_address"
 
 
 class CustomerEventRow(CreatedAtMixin, Base):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ecomdream.contracts.events import CustomerEvent
-from ecomdream.models import CustomerEventRow, Deletion
+from ecomdream.models import CustomerEventRow, Deletion, EmailState
 
 # `NOTIFY` channel told the version id each time one of its events is written (the live stream listens).
 EVENTS_CHANNEL = "customer_events"
@@ -63,6 +64,19 @@ class EventRepository:
             .limit(limit)
         )
         return (await self.session.scalars(query)).all()
+
+    async def set_email_state(
+        self, event_id: str, state: EmailState, sent_at: datetime | None = None
+    ) -> None:
+        """Record how the event's e-mail went; once sent, it stays sent."""
+        await self.session.execute(
+            update(CustomerEventRow)
+            .where(
+                CustomerEventRow.event_id == event_id,
+                CustomerEventRow.email_state.is_distinct_from(EmailState.SENT.value),
+            )
+            .values(email_state=state.value, email_sent_at=sent_at)
+        )
 
 
 class DeletionRepository:

@@ -34,6 +34,7 @@ PORT_FLAGS = (
     "metrics",
     "worker-metrics",
     "codec-server",
+    "smtp",
 )
 CHILDREN = {
     "postgres",
