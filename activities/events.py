@@ -7,11 +7,13 @@ from temporalio import activity
 from ecomdream.contracts.events import MAILED_TYPES, CustomerEvent
 from ecomdream.contracts.notices import CallbackState, NoticeChannels
 from ecomdream.db.session import SessionMaker, transaction
+from ecomdream.models import EmailState
 from ecomdream.repositories.callbacks import CallbackRepository
 from ecomdream.repositories.events import EventRepository
 
 # States in which a channel still has work (a rerun of the notice picks up where the first stopped).
 OPEN_STATES = frozenset({CallbackState.PENDING.value, CallbackState.FAILING.value})
+OPEN_EMAIL = frozenset({EmailState.PENDING.value, EmailState.FAILING.value})
 
 
 class EventActivities:
@@ -29,8 +31,8 @@ class EventActivities:
             row = await EventRepository(session).append(
                 event,
                 callback_state=CallbackState.PENDING.value if wants_callback else None,
-                email_state="pending" if event.type in MAILED_TYPES else None,
+                email_state=EmailState.PENDING.value if event.type in MAILED_TYPES else None,
             )
             return NoticeChannels(
-                callback=row.callback_state in OPEN_STATES, email=row.email_state == "pending"
+                callback=row.callback_state in OPEN_STATES, email=row.email_state in OPEN_EMAIL
             )
