@@ -9,13 +9,17 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from activities.callbacks import CallbackActivities
 from activities.deletion import DeletionActivities, RetentionActivities
+from activities.events import EventActivities
 from activities.images import ImageActivities, PhotoRules
 from activities.mail import MailActivities
 from activities.payments import CheckoutSetup, PaymentActivities
 from activities.prompts import MAX_IMAGE_BYTES, PromptActivities
 from activities.records import RecordActivities
 from activities.replicate import PredictionActivities, ReplicateActivities, TrainingSetup
+from ecomdream.callbacks.sealing import SecretBox
+from ecomdream.clients.callbacks import create_callback_sender
 from ecomdream.clients.deliveries import create_deliveries
 from ecomdream.clients.replicate import create_replicate_client
 from ecomdream.clients.smtp import SmtpServer
@@ -73,6 +77,10 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
     replicate = ReplicateActivities(replicate_client, storage, sessionmaker, setup)
     predictions = PredictionActivities(replicate_client, sessionmaker, setup.webhook_base)
     prompts = PromptActivities(sessionmaker, storage, create_deliveries(settings, MAX_IMAGE_BYTES, stack))
+    events = EventActivities(sessionmaker)
+    callbacks = CallbackActivities(
+        sessionmaker, create_callback_sender(settings, stack), SecretBox.from_settings(settings)
+    )
     mail = MailActivities(sessionmaker, SmtpServer.from_settings(settings), settings.public_api_url)
     deletion = DeletionActivities(sessionmaker, storage)
     retention = RetentionActivities(sessionmaker, storage)
@@ -94,7 +102,11 @@ async def build_activities(settings: Settings, stack: AsyncExitStack) -> Activit
             prompts.record_prompt_started,
             prompts.copy_images,
             prompts.record_prompt_finished,
+            events.record_event,
+            callbacks.deliver_callback,
+            callbacks.give_up_callback,
             mail.send_event_email,
+            mail.give_up_email,
             deletion.begin_deletion,
             deletion.stop_journey,
             deletion.delete_training_files,

@@ -69,6 +69,11 @@ class MailActivities:
             return
         await self._record(event, EmailState.SENT, sent_at=datetime.now(UTC))
 
+    @activity.defn
+    async def give_up_email(self, event: CustomerEvent) -> None:
+        """Record that no attempt could mail the event in the time it was given (a message sent stays sent)."""
+        await self._record(event, EmailState.GAVE_UP)
+
     async def _recipient(self, event: CustomerEvent) -> str | None:
         """The address to mail, or None when there is nothing (more) to send."""
         async with transaction(self.sessionmaker) as session:

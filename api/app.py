@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
+from api.callbacks import Callbacks
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.guards import Limits
 from api.idempotency import Idempotency
@@ -16,6 +17,7 @@ from api.journeys import Journeys
 from api.limits import BodyLimit
 from api.live import EventFeed
 from api.routes import (
+    callbacks,
     deletions,
     events,
     health,
@@ -59,6 +61,7 @@ async def build_state(settings: Settings, stack: AsyncExitStack) -> AppState:
         storage=storage,
         stripe=create_stripe_client(settings, stack),
         replicate=create_replicate_client(settings, stack=stack),
+        callbacks=Callbacks.from_settings(settings),
         feed=feed,
     )
 
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(observe_http)  # outside the limit, so refused bodies are counted too
     app.include_router(health.router)
     app.include_router(payments.router)
+    app.include_router(callbacks.router)
     app.include_router(stripe_webhook.router)
     app.include_router(versions.router)
     app.include_router(events.router)

@@ -9,6 +9,7 @@ from replicate.client import Client as ReplicateClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.callbacks import Callbacks
 from api.guards import Limits
 from api.idempotency import Idempotency
 from api.journeys import Journeys
@@ -33,6 +34,7 @@ class AppState:
     storage: Storage
     stripe: stripe.StripeClient
     replicate: ReplicateClient
+    callbacks: Callbacks
     feed: EventFeed
     replicate_webhook_secret: str | None = None
     # When the secret was last fetched from Replicate (monotonic seconds); None when it came from settings.

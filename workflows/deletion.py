@@ -21,11 +21,13 @@ with workflow.unsafe.imports_passed_through():
         RetentionInput,
         RetentionResult,
     )
+    from ecomdream.contracts.events import EventType
     from ecomdream.contracts.payment import Attention, ResumeRequest
     from ecomdream.contracts.search import NEEDS_OPERATOR, PAYMENT_ID, VERSION_ID
 
 from workflows import metrics
 from workflows.escalation import Escalation
+from workflows.notices import announce
 from workflows.policies import LEDGER_RETRY, REPLICATE_TIMEOUT, VENDOR_RETRY
 
 # Stopping a journey may wait for a cancel at Replicate and a refund; each attempt re-attaches to the
@@ -100,7 +102,16 @@ class DeletionWorkflow:
             DeletionFinish(receipt_id=step.receipt_id, version_id=deletion.version_id, counts=at_replicate),
             summary="scrub the model's row and close the receipt",
         )
-        # The customer's `version.deleted` event is announced from here, once the receipt is done.
+        await announce(
+            deletion.payment_id,
+            deletion.version_id,
+            EventType.VERSION_DELETED,
+            {
+                "receipt_id": str(step.receipt_id),
+                "receipt_path": f"/api/v1/deletions/{step.receipt_id}",
+                "deleted": dict(self.receipt.deleted),
+            },
+        )
         workflow.set_current_details("Deleted")
         return self.receipt
 

@@ -11,12 +11,14 @@ from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from ecomdream.contracts import prompt_workflow_id
+    from ecomdream.contracts.events import EventType
     from ecomdream.contracts.payment import JourneyStage, ServedPrompt
     from ecomdream.contracts.prompt import PromptInput, PromptOutcome, PromptRequest
     from ecomdream.contracts.refusals import Refusal, refuse
     from ecomdream.contracts.search import PAYMENT_ID, VERSION_ID
 
 from workflows import metrics
+from workflows.notices import announce
 from workflows.prompt import PromptWorkflow
 from workflows.record import JourneyRecord
 
@@ -115,6 +117,7 @@ class PromptDesk:
                 prompts_served=self.record.state.prompts_served + 1,
                 served_prompts=(*self.record.state.served_prompts, answer)[-SERVED_KEPT:],
             )
+            await self._announce(outcome)
             return outcome
         finally:
             self.busy = False
@@ -126,6 +129,21 @@ class PromptDesk:
         if self.child is not None:
             self.child.cancel()
         await workflow.wait_condition(lambda: not self.busy)
+
+    async def _announce(self, outcome: PromptOutcome) -> None:
+        """prompt.succeeded or prompt.failed: counts and where to fetch the images, never the prompt's text."""
+        state = self.record.state
+        succeeded = outcome.status == "succeeded"
+        data: dict[str, object] = {
+            "prompt_id": str(outcome.prompt_id),
+            "images": outcome.images,
+            "images_left": self.record.images_left,
+            "images_path": f"/api/v1/prompts/{outcome.prompt_id}",
+        }
+        if not succeeded:
+            data["error"] = outcome.error
+        type_ = EventType.PROMPT_SUCCEEDED if succeeded else EventType.PROMPT_FAILED
+        await announce(state.payment_id, state.version_id, type_, data, occurrence=str(outcome.prompt_id))
 
     async def until_fresh_run_is_due(self, stop: Callable[[], bool]) -> None:
         """Wait until the desk is idle and the history long enough to continue as a new run (or `stop`)."""

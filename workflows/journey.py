@@ -6,6 +6,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
+    from ecomdream.contracts.events import EventType
     from ecomdream.contracts.payment import (
         ENDED_STAGES,
         UNPAID_STAGES,
@@ -39,6 +40,7 @@ from workflows.checkout import Checkout
 from workflows.checkout import refund as refund_payment
 from workflows.desk import PromptDesk
 from workflows.escalation import Escalation
+from workflows.notices import announce
 from workflows.record import JourneyRecord
 from workflows.training import TrainingRun
 
@@ -166,6 +168,18 @@ class JourneyWorkflow:
                 PaymentActivities.record_quota,
                 QuotaUpdate(version_id=state.version_id, images_quota=self.record.state.images_quota),
                 summary=f"add {grant.images} images to the quota",
+            )
+            await announce(
+                state.payment_id,
+                state.version_id,
+                EventType.ADDON_APPLIED,
+                {
+                    "addon_payment_id": str(grant.addon_payment_id),
+                    "images_added": grant.images,
+                    "images_quota": self.record.state.images_quota,
+                    "images_left": self.record.images_left,
+                },
+                occurrence=str(grant.addon_payment_id),
             )
         return AddonApplied(images_quota=self.record.state.images_quota)
 
@@ -313,6 +327,14 @@ class JourneyWorkflow:
         if outcome is CheckoutOutcome.CANCELLED:
             self.record.update(error=f"Cancelled by operator: {self.record.cancel_reason}")
         self.record.enter(STAGE_OF[outcome])
+        if outcome is CheckoutOutcome.PAID:
+            state = self.record.state
+            await announce(
+                state.payment_id,
+                None,
+                EventType.PAYMENT_PAID,
+                {"plan": state.plan.plan_name, "images_quota": state.images_quota},
+            )
 
     async def _continue_as_new(self) -> None:
         """Continue as a new run once the desk is idle; not when the model is being deleted (returns)."""

@@ -17,7 +17,8 @@ with workflow.unsafe.imports_passed_through():
         REPLICATE_OTHER_TASK_QUEUE,
         staging_prefix,
     )
-    from ecomdream.contracts.payment import ENDED_STAGES, JourneyStage
+    from ecomdream.contracts.events import EventType
+    from ecomdream.contracts.payment import ENDED_STAGES, JourneyStage, RefundResult
     from ecomdream.contracts.refusals import Refusal, refuse, training_refusal
     from ecomdream.contracts.search import VERSION_ID
     from ecomdream.contracts.training import (
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import metrics
 from workflows.checkout import refund
 from workflows.escalation import Escalation
+from workflows.notices import announce
 from workflows.policies import (
     LEDGER_RETRY,
     REPLICATE_TIMEOUT,
@@ -94,6 +96,9 @@ class TrainingRun:
         self.checking = True
         self.record.enter(JourneyStage.VALIDATING)
         try:
+            await self._announce(
+                EventType.VERSION_VALIDATING, {"photos": len(request.photos)}, str(request.upload_id)
+            )
             await _check_photos(request)
         except BaseException:
             self.record.enter(JourneyStage.PAID)
@@ -204,6 +209,8 @@ class TrainingRun:
             return _failed(f"The training could not be started: {customer_reason(err)}")
         metrics.training("started")
         self.record.update(training_id=submitted.training_id, training_started_at=workflow.now(), error=None)
+        # Occurrence: the training, so that an operator's retry announces its own training.
+        await self._announce(EventType.VERSION_TRAINING, {}, submitted.training_id)
         return await self._watch(submitted.training_id)
 
     async def _watch(self, training_id: str) -> TrainingStatus:
@@ -255,6 +262,11 @@ class TrainingRun:
         self.record.update(model_version=status.model_version)
         self.record.enter(JourneyStage.READY)
         await self._record_outcome(status)
+        state = self.record.state
+        await self._announce(
+            EventType.VERSION_READY,
+            {"images_quota": state.images_quota, "images_left": self.record.images_left},
+        )
         await _delete(*self._prefixes(with_zip=True))
 
     async def _retried(self, reason: str) -> bool:
@@ -322,6 +334,17 @@ class TrainingRun:
         self.record.refunded(result)
         await _delete(*self._prefixes(with_zip=with_zip))
         self.record.enter(stage)
+        await self._announce_end(stage, reason, result)
+
+    async def _announce_end(self, stage: JourneyStage, reason: str, result: RefundResult) -> None:
+        """Failed or cancelled, once the refund is settled: the customer reads the reason and the refund."""
+        type_ = EventType.VERSION_FAILED if stage is JourneyStage.FAILED else EventType.VERSION_CANCELLED
+        refund_state = "refunded" if result.error is None else "refund_refused"
+        await self._announce(type_, {"error": reason, "refund": refund_state})
+
+    async def _announce(self, type_: EventType, data: dict[str, object], occurrence: str = "") -> None:
+        state = self.record.state
+        await announce(state.payment_id, state.version_id, type_, data, occurrence=occurrence)
 
     async def _record_outcome(self, status: TrainingStatus) -> None:
         assert self.record.state.version_id is not None

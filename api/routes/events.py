@@ -115,7 +115,10 @@ async def version_events(
                     body = {"type": row.type, "timestamp": row.occurred_at.isoformat(), "data": row.data}
                     yield ServerSentEvent(data=json.dumps(body), event=row.type, id=str(row.seq))
                     kind = EventType(row.type)
-                    if kind in ENDS_ANY_STREAM or (kind is EventType.VERSION_READY and not follows_prompts):
+                    # A stream resumed from before the model was ready was watching its training: it ends
+                    # at ready too, like the stream it resumes.
+                    watched_training = not follows_prompts or after > 0
+                    if kind in ENDS_ANY_STREAM or (kind is EventType.VERSION_READY and watched_training):
                         return
                 if rows:
                     continue

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import Caller, CallerDep, OptionalCallerDep, payment_of, version_of
+from api.callbacks import ADDON_HAS_NONE
 from api.deps import ReadSessionDep, StateDep
 from api.errors import AUTH_RESPONSES, KEYED_RESPONSES
 from api.guards import digest, new_token
@@ -74,14 +75,18 @@ def plan_terms(plan: Plan) -> PlanTerms:
 async def create_payment(
     body: PaymentCreate, request: Request, state: StateDep, caller: OptionalCallerDep
 ) -> JSONResponse:
-    """Open a Stripe checkout for a plan. An initial plan answers the customer's `access_token` (shown once);
-    an add-on pack (`version_id`) is bought with that model's token and issues none."""
+    """Open a Stripe checkout for a plan. An initial plan answers the customer's `access_token` (shown once),
+    and with a `callback_url` the `webhook_secret` its events are signed with (shown once); an add-on pack
+    (`version_id`) is bought with that model's token and issues neither."""
     # A short read: no database connection is held while the workflow opens the checkout.
     async with state.read_sessionmaker() as session:
         plan = await PlanRepository(session).get(body.plan_id)
         if plan is None or plan.is_deprecated:
             raise InvalidRequest("Invalid plan id")
+        if body.callback_url and not plan.is_init:
+            raise InvalidRequest(ADDON_HAS_NONE)
         target = None if plan.is_init else await _addon_target(session, caller, body.version_id)
+    callback_url = await state.callbacks.checked(body.callback_url) if body.callback_url else None
     address = state.limits.address(request)
     scope = caller.token_digest if target and caller else digest(f"address:{address}")
     key = idempotency_key(request)
@@ -112,6 +117,9 @@ async def create_payment(
         token = None if target else new_token()
         async with transaction(state.sessionmaker) as writer:
             await AccessRepository(writer).grant(payment_id, digest(token) if token else scope)
+            secret = (
+                await state.callbacks.register(writer, payment_id, callback_url) if callback_url else None
+            )
         created = PaymentCreated(
             payment_id=opened.payment_id,
             url=opened.url,
@@ -119,6 +127,7 @@ async def create_payment(
             amount_total=opened.amount_total,
             currency=opened.currency,
             access_token=token,
+            webhook_secret=secret,
         )
         return 201, created.model_dump(mode="json", exclude_none=True)
 
@@ -137,6 +146,7 @@ async def get_payment(payment_id: uuid.UUID, session: ReadSessionDep, caller: Ca
         amount_paid=payment.amount_paid,
         currency=payment.currency,
         version_id=payment.version_id,
+        callback_url=payment.callback_url,
     )
 
 

@@ -39,8 +39,16 @@ class PaymentCreate(BaseModel):
         default=None, max_length=255, description="Promotion code id or the code"
     )
     version_id: uuid.UUID | None = Field(default=None, description="Required for add-on plans")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "Initial plans only: where the journey's events are POSTed, signed (Standard Webhooks). Live: "
+            "https to a public address"
+        ),
+    )
 
-    @field_validator("promocode_id", "version_id", mode="before")
+    @field_validator("promocode_id", "version_id", "callback_url", mode="before")
     @classmethod
     def empty_is_absent(cls, value: object) -> object:
         """An empty string means 'not given' (the original confused the two fields here)."""
@@ -63,6 +71,10 @@ class PaymentCreated(BaseModel):
             "`Authorization: Bearer <access_token>`. Shown once; keep it secret"
         ),
     )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="With a `callback_url`: the secret callbacks are signed with (`whsec_...`). Shown once",
+    )
 
 
 class AccessTokenPublic(BaseModel):
@@ -83,6 +95,32 @@ class PaymentPublic(BaseModel):
     amount_paid: int | None
     currency: str
     version_id: uuid.UUID | None
+    callback_url: str | None = None
+
+
+class CallbackUpdate(BaseModel):
+    """Where the journey's events go from now on; `null` stops them."""
+
+    callback_url: str | None = Field(max_length=2048)
+
+
+class CallbackPublic(BaseModel):
+    """The journey's callback URL (and its secret, the first time a URL is set)."""
+
+    code: int = 200
+    payment_id: uuid.UUID
+    callback_url: str | None
+    webhook_secret: str | None = Field(
+        default=None, description="Only when this payment had no secret yet; shown once"
+    )
+
+
+class WebhookSecretPublic(BaseModel):
+    """A new signing secret (the previous one no longer signs anything)."""
+
+    code: int = 201
+    payment_id: uuid.UUID
+    webhook_secret: str
 
 
 class WebhookAck(BaseModel):

@@ -15,6 +15,8 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
+import activities.callbacks
+import activities.events
 import activities.images
 import activities.payments
 import activities.prompts
@@ -150,7 +152,7 @@ class TestKeys:
 def durable_functions() -> Iterator[Callable[..., object]]:
     """Every activity, and every workflow's run method and message handler."""
     modules = (activities.images, activities.payments, activities.prompts, activities.records)
-    for module in (*modules, activities.replicate):
+    for module in (*modules, activities.replicate, activities.callbacks, activities.events):
         yield from _activity_methods(module)
     for cls in WORKFLOWS:
         definition = workflow._Definition.must_from_class(cls)
