@@ -33,8 +33,7 @@ class Flags(Protocol):
 
 
 class Escalation:
-    """Runs ledger activities (local: short database writes) until they succeed; a long outage or a bug
-    raises `NeedsOperator`.
+    """Runs ledger activities until they succeed; a long outage or a bug raises `NeedsOperator`.
 
     A write that keeps failing (the database is down) flags `ledger_failing` after `LEDGER_PATIENCE` and
     goes on retrying; the flag is lowered when it succeeds. A write that can never succeed as it is (a bug,
@@ -61,9 +60,7 @@ class Escalation:
         """
         while True:
             try:
-                # A local activity: it runs in the workflow task that asked for it, so a ledger write costs
-                # no activity task and no second workflow task (its marker is billed like an activity).
-                result: R = await workflow.execute_local_activity_method(
+                result: R = await workflow.execute_activity_method(
                     activity,
                     arg,
                     start_to_close_timeout=LEDGER_TIMEOUT,

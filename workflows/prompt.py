@@ -76,8 +76,7 @@ class PromptWorkflow:
 
     async def _generate(self, prompt: PromptInput) -> PromptOutcome:
         workflow.set_current_details(f"Generating {prompt.spec.num_outputs} image(s)")
-        # Local: recorded in the first workflow task, which then asks for the prediction at once.
-        await workflow.execute_local_activity_method(
+        await workflow.execute_activity_method(
             PromptActivities.record_prompt_started,
             PromptStarted(prompt_id=prompt.prompt_id, version_id=prompt.version_id, spec=prompt.spec),
             start_to_close_timeout=LEDGER_TIMEOUT,
