@@ -118,6 +118,7 @@ async def _last_prompt(shop: Shop, payment_id: str) -> str:
         e.start_child_workflow_execution_initiated_event_attributes.workflow_id
         for e in history.events
         if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+        and e.start_child_workflow_execution_initiated_event_attributes.workflow_type.name == "PromptWorkflow"
     ]
     return children[-1]
 

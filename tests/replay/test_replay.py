@@ -180,6 +180,10 @@ def _facts_of(event: Event, activities: dict[str, str]) -> Iterator[str]:
     kind = event["eventType"].removeprefix("EVENT_TYPE_")
     attrs = _attributes(event)
     match kind:
+        case "WORKFLOW_EXECUTION_STARTED" if "searchAttributes" in attrs:
+            # Attributes the run started with (the API's first stage, the ones continue-as-new carries).
+            for name, payload in attrs["searchAttributes"]["indexedFields"].items():
+                yield f"{name}:{_decoded(payload)}"
         case "ACTIVITY_TASK_SCHEDULED":
             activities[event["eventId"]] = attrs["activityType"]["name"]
             yield f"activity:{attrs['activityType']['name']}"
