@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
@@ -17,11 +18,14 @@ from tests.api.helpers import ADDON_PLAN, create_payment, pay, payment_row, stra
 from tests.api.test_access import raw
 from tests.api.test_prompts import prompt
 from tests.api.test_training import as_files, info, train
+from tests.fixtures.mail import Mailbox
 from tests.fixtures.photos import valid_photos
 from tests.fixtures.receiver import Receiver, callback_receiver
 from tests.fixtures.stack import eventually
+from tests.fixtures.wallet import WALLET
 
 EMAIL = "ingeborg@example.com"
+FAILED_EMAIL = "torvald@example.com"
 PROMPT = "Ingeborg's teapot on the Bergen ferry"
 
 
@@ -36,22 +40,36 @@ async def events_of(db: AsyncEngine, payment_id: str) -> dict[str, dict[str, Any
         return {row["type"]: dict(row) for row in rows}
 
 
+def part(mail: EmailMessage, subtype: str) -> str:
+    """The text of the message's plain or HTML part."""
+    body = mail.get_body((subtype,))
+    assert body is not None, f"no {subtype} part"
+    return str(body.get_content())
+
+
 async def types_of(receiver: Receiver) -> dict[str, int]:
     """How often each type was accepted."""
     return dict(receiver.types())
 
 
-async def until_paid(api: httpx.AsyncClient, temporal: Client, **body: Any) -> dict[str, Any]:
-    """A checkout (with body), paid."""
+async def until_paid(
+    api: httpx.AsyncClient, temporal: Client, email: str = EMAIL, **body: Any
+) -> dict[str, Any]:
+    """A checkout (with body), paid by email."""
     created = await create_payment(api, **body)
-    await pay(created["url"], email=EMAIL)
+    await pay(created["url"], email=email)
     await wait_stage(temporal, created["payment_id"], "paid")
     return created
 
 
 class TestAJourneysEvents:
     async def test_each_event_reaches_the_receiver_once_signed_and_without_personal_data(
-        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, replicate_knobs: httpx.AsyncClient
+        self,
+        api: httpx.AsyncClient,
+        db: AsyncEngine,
+        temporal: Client,
+        replicate_knobs: httpx.AsyncClient,
+        mailbox: Mailbox,
     ) -> None:
         with callback_receiver() as receiver:
             created = await until_paid(api, temporal, callback_url=receiver.url)
@@ -114,11 +132,52 @@ class TestAJourneysEvents:
             assert row["callback_delivered_at"] is not None
             assert row["event_id"] in {d.webhook_id for d in accepted}
 
+        # The customer was mailed twice: the model is ready, the add-on's images arrived.
+        mails = await mailbox.wait_for(EMAIL, count=2)
+        subjects = sorted(str(m["Subject"]) for m in mails)
+        assert len(mails) == 2, subjects
+        assert {rows["version.ready"]["email_state"], rows["addon.applied"]["email_state"]} == {"sent"}
+        mailed = {str(m["Message-ID"]).strip("<>").split("@")[0] for m in mails}
+        assert mailed == {rows["version.ready"]["event_id"], rows["addon.applied"]["event_id"]}
+        for mail in mails:
+            assert mail.get_body(("plain",)) is not None
+            assert mail.get_body(("html",)) is not None
+            assert version_id in part(mail, "plain")
+            assert "<img" not in part(mail, "html")
+            assert "Bergen" not in mail.as_string()
+
+        # Deleting the model is announced too, and the receipt is where the event says.
+        with callback_receiver() as receiver:
+            moved = await api.put(
+                f"/api/v1/payments/{payment_id}/callback", json={"callback_url": receiver.url}
+            )
+            assert moved.status_code == 200, moved.text
+            deleted = await api.delete(f"/api/v1/versions/{version_id}")
+            assert deleted.status_code == 202, deleted.text
+            await eventually(
+                lambda: types_of(receiver), lambda seen: seen == {"version.deleted": 1}, within=60
+            )
+            (announced,) = receiver.accepted()
+        data = announced.verified(secret)["data"]
+        assert data["receipt_id"] == deleted.json()["receipt_id"]
+        receipt = await api.get(
+            data["receipt_path"], headers={"Authorization": f"Bearer {WALLET.token(payment_id)}"}
+        )
+        assert receipt.status_code == 200
+        assert receipt.json()["status"] == "done"
+        left = {t for t, row in (await events_of(db, payment_id)).items() if row["version_id"] is not None}
+        assert left == {"version.deleted"}, "the model's events went with it"
+
     async def test_a_receiver_that_fails_at_first_gets_the_event_again_with_the_same_id(
-        self, api: httpx.AsyncClient, db: AsyncEngine, temporal: Client, replicate_knobs: httpx.AsyncClient
+        self,
+        api: httpx.AsyncClient,
+        db: AsyncEngine,
+        temporal: Client,
+        replicate_knobs: httpx.AsyncClient,
+        mailbox: Mailbox,
     ) -> None:
         with callback_receiver(fail_first=2) as receiver:
-            created = await until_paid(api, temporal, callback_url=receiver.url)
+            created = await until_paid(api, temporal, FAILED_EMAIL, callback_url=receiver.url)
             payment_id, secret = created["payment_id"], created["webhook_secret"]
             await replicate_knobs.post("/_sandbox/config", json={"fail_trainings": True})
             assert (await train(api, payment_id, as_files(valid_photos(5)))).status_code == 201
@@ -138,6 +197,9 @@ class TestAJourneysEvents:
         data = failed.verified(secret)["data"]
         assert data["refund"] == "refunded"
         assert "failed" in data["error"].lower()
+
+        (mail,) = await mailbox.wait_for(FAILED_EMAIL)
+        assert "refunded" in part(mail, "plain").lower()
 
         row = (await events_of(db, payment_id))["payment.paid"]
         assert (row["callback_state"], row["callback_attempts"]) == ("delivered", 3)
