@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from ecomdream.contracts.events import MAILED_TYPES, CustomerEvent
 from ecomdream.contracts.notices import CallbackState, NoticeChannels
@@ -10,6 +11,7 @@ from ecomdream.db.session import SessionMaker, transaction
 from ecomdream.models import EmailState
 from ecomdream.repositories.callbacks import CallbackRepository
 from ecomdream.repositories.events import EventRepository
+from ecomdream.repositories.payments import PaymentRepository
 
 # States in which a channel still has work (a rerun of the notice picks up where the first stopped).
 OPEN_STATES = frozenset({CallbackState.PENDING.value, CallbackState.FAILING.value})
@@ -26,6 +28,13 @@ class EventActivities:
     async def record_event(self, event: CustomerEvent) -> NoticeChannels:
         """Write the event once (callback pending when the payment has a URL, e-mail when the type is mailed)."""
         async with transaction(self.sessionmaker) as session:
+            if await PaymentRepository(session).get(event.payment_id) is None:
+                # Nothing to tell anyone about (the ledger row is written before any journey starts).
+                raise ApplicationError(
+                    f"event {event.event_id} is of an unknown payment {event.payment_id}",
+                    type="UnknownPayment",
+                    non_retryable=True,
+                )
             callback = await CallbackRepository(session).of_payment(event.payment_id)
             wants_callback = callback is not None and callback.url is not None
             row = await EventRepository(session).append(

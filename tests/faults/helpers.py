@@ -62,9 +62,13 @@ async def pending_activities(temporal: Client, workflow_id: str) -> list[Pending
 
 
 async def pending_children(temporal: Client, workflow_id: str) -> list[str]:
-    """Workflow ids of the running children of the workflow's latest run."""
+    """Workflow ids of the running prompts of the journey's latest run."""
     described = await temporal.get_workflow_handle(workflow_id).describe()
-    return [child.workflow_id for child in described.raw_description.pending_children]
+    return [
+        child.workflow_id
+        for child in described.raw_description.pending_children
+        if child.workflow_type_name == "PromptWorkflow"  # not the notices it announced
+    ]
 
 
 def find(activities: list[PendingActivityInfo], name: str) -> PendingActivityInfo | None:
