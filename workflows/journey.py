@@ -90,7 +90,9 @@ class JourneyWorkflow:
         self._show_start(journey)
         if self.record.state.stage is JourneyStage.AWAITING_PAYMENT:
             await self._settle_checkout()
-        if self.record.state.stage is JourneyStage.PAID:
+        # An operator's cancel (or the customer's deletion) may arrive while the payment is announced: the
+        # training phase ends such a journey too.
+        if self.record.state.stage in (JourneyStage.PAID, JourneyStage.CANCELLING):
             await self.training.run()
         if self.record.state.stage is JourneyStage.READY:
             if journey.state is None or journey.state.stage is not JourneyStage.READY:
